@@ -1,0 +1,74 @@
+"""Fixtures shared by every test module: real data paths and real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("SHARED_DIR", REPO_ROOT.parent / "shared"))
+COCO_DEV = SHARED_DIR / "data" / "coco_dev"
+REFERENCE_VECTORS = SHARED_DIR / "data" / "maskrcnn_reference_vectors.npz"
+
+# PostgreSQL is a first-class target: these tests fail, never skip, when it is unreachable.
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def coco_dev_dir() -> Path:
+    if not (COCO_DEV / "images").is_dir():
+        pytest.fail(f"coco_dev photos not found at {COCO_DEV} (set SHARED_DIR)")
+    return COCO_DEV
+
+
+@pytest.fixture(scope="session")
+def coco_dev_labels(coco_dev_dir: Path) -> dict[str, list[str]]:
+    return json.loads((coco_dev_dir / "labels.json").read_text())["images"]
+
+
+@pytest.fixture(scope="session")
+def coco_dev_images(coco_dev_dir: Path) -> list[Path]:
+    return sorted((coco_dev_dir / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """Where the test run keeps fetched weights (shared across runs: fetching is idempotent)."""
+    path = Path(os.environ.get("TEST_WEIGHTS_DIR", REPO_ROOT / "data" / "weights"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _create_postgres_database() -> tuple[str, callable]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"recommender_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # pragma: no cover - environment problem, reported loudly
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    url, drop = _create_postgres_database()
+    request.addfinalizer(drop)
+    return url
