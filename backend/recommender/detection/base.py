@@ -1,0 +1,80 @@
+"""The detector contract every backend fulfils, and the lazy, thread-safe loading they share."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DetectorError(RuntimeError):
+    """A detector cannot run; the message tells the user what to do."""
+
+
+class WeightsMissingError(DetectorError):
+    """The weights file of a detector is not in the weights directory."""
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Objects found in one image.
+
+    ``class_ids``: int32[N], 1..80 in ``recommender.classes`` order.
+    ``scores``: float32[N] in 0..1.
+    ``boxes``: float32[N, 4] as (x1, y1, x2, y2) in pixels of the original image.
+    ``masks``: bool[H, W, N] where the backend segments, else None.
+    ``class_scores``: float32[81], the highest score of each class over *all* candidates the
+    backend considered (before any display threshold); this is what the vector is built from,
+    so weak evidence still counts for ranking while ``boxes`` stay clean for display.
+    """
+
+    class_ids: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    class_scores: np.ndarray
+    masks: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+
+class Detector(ABC):
+    """A COCO object detector. ``detect`` may be called from several threads at once.
+
+    Loading is lazy (first ``detect`` or an explicit ``load``) and happens once, under a lock.
+    """
+
+    #: stable id stored with every vector the detector produced
+    name: str = ""
+
+    def __init__(self) -> None:
+        self._load_lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"detect expects uint8 H×W×3 RGB, got {rgb.dtype} {rgb.shape}")
+        self.load()
+        return self._detect(rgb)
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Read weights and build the model; called once."""
+
+    @abstractmethod
+    def _detect(self, rgb: np.ndarray) -> Detections:
+        """Run the loaded model on one image."""
