@@ -1,0 +1,121 @@
+"""``recommender db``: database migrations and media housekeeping; shared database options."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import Settings, SettingsError
+from ..service import RecommenderService, ServiceError
+from ..storage import DatabaseURLError, SchemaError, create_database_engine
+from ..storage.migrate import current_revision, head_revision, upgrade
+from . import main
+
+
+def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--database-url`` and ``--data-dir``, folded into the Settings passed as first argument.
+
+    Use instead of ``click.pass_obj``: the command receives the overridden Settings.
+    """
+
+    @click.option("--database-url", default=None, help="Database to use (default: DATABASE_URL, else SQLite in the data dir).")
+    @click.option(
+        "--data-dir",
+        default=None,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for media, the SQLite file and weights (default: DATA_DIR or ./data).",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, database_url: str | None, data_dir: Path | None, **kwargs: Any) -> Any:
+        settings: Settings = click.get_current_context().find_root().obj
+        try:
+            settings = settings.with_overrides(database_url=database_url, data_dir=data_dir)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from None
+        return command(settings, *args, **kwargs)
+
+    return wrapper
+
+
+def open_service(settings: Settings) -> RecommenderService:
+    """The service, or a one-line error for the user (bad URL, database down, not migrated)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return RecommenderService.from_settings(settings)
+    except (SchemaError, DatabaseURLError, ServiceError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except DBAPIError as exc:
+        raise click.ClickException(f"cannot use the database: {_first_line(exc.orig or exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@main.group("db")
+def db() -> None:
+    """Database schema and media housekeeping."""
+
+
+@db.command("upgrade")
+@database_options
+def db_upgrade(settings: Settings) -> None:
+    """Apply the database migrations (creates the tables on a new database)."""
+    from sqlalchemy.exc import DBAPIError
+
+    url = settings.resolved_database_url
+    try:
+        engine = create_database_engine(url)
+    except DatabaseURLError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        before = current_revision(engine)
+        after = upgrade(engine)
+    except (SchemaError, DBAPIError) as exc:
+        raise click.ClickException(f"migration failed: {_first_line(getattr(exc, 'orig', None) or exc)}") from None
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        click.echo(f"{where} is up to date (revision {after}).")
+    else:
+        click.echo(f"{where} migrated from {before or 'an empty database'} to revision {after}.")
+
+
+@db.command("current")
+@database_options
+def db_current(settings: Settings) -> None:
+    """Show the database's schema revision and the newest one this version knows."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        engine = create_database_engine(settings.resolved_database_url)
+        try:
+            current = current_revision(engine)
+        finally:
+            engine.dispose()
+    except (DatabaseURLError, DBAPIError) as exc:
+        raise click.ClickException(_first_line(getattr(exc, "orig", None) or exc)) from None
+    click.echo(f"current: {current or 'none (run `recommender db upgrade`)'}")
+    click.echo(f"head:    {head_revision()}")
+
+
+@db.command("clean-media")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Only remove orphan files older than this many seconds (an ingest elsewhere may still own newer ones).",
+)
+@database_options
+def db_clean_media(settings: Settings, older_than: float) -> None:
+    """Remove media files that no image row owns (left behind by a killed ingest)."""
+    with open_service(settings) as service:
+        removed = service.clean_orphans(older_than=older_than)
+    click.echo(f"Removed {removed} orphan file{'s' if removed != 1 else ''}.")

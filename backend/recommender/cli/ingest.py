@@ -1,0 +1,83 @@
+"""``recommender ingest PATH...``: add photos from files and folders to the collection."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+from tqdm import tqdm
+
+from ..config import Settings
+from ..service import IngestEvent, IngestSummary, ServiceError
+from . import main
+from .db import database_options, open_service
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--strict", is_flag=True, help="Exit with status 1 if any file could not be ingested.")
+@database_options
+def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: bool) -> None:
+    """Ingest image files and folders (searched recursively for image files).
+
+    Exact duplicates (same SHA-256) are skipped; unreadable files are listed at the end.
+    Safe to interrupt: every image is stored completely or not at all, and running the same
+    command again finishes the job.
+    """
+    bar: tqdm | None = None
+    counts: dict[str, int] = {}
+
+    def progress(event: IngestEvent) -> None:
+        nonlocal bar
+        if event.outcome == "started":
+            bar = tqdm(total=event.total, unit="img", disable=quiet, dynamic_ncols=True, file=sys.stderr)
+            return
+        assert bar is not None
+        counts[event.outcome] = counts.get(event.outcome, 0) + 1
+        if event.outcome == "failed":
+            bar.write(f"skipped {event.path}: {event.message}", file=sys.stderr)
+        bar.set_postfix(new=counts.get("ingested", 0), dup=counts.get("duplicate", 0), failed=counts.get("failed", 0), refresh=False)
+        bar.update(1)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    service = open_service(settings)
+    try:
+        summary = service.ingest_paths(paths, progress=progress)
+    except KeyboardInterrupt:
+        click.echo(
+            "Interrupted: every image stored so far is complete; run the same command again to finish.", err=True
+        )
+        sys.exit(130)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if bar is not None:
+            bar.close()
+        service.close()
+    _report(summary)
+    if strict and summary.failed:
+        sys.exit(1)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes the same orderly path as Ctrl-C: finish or undo the current image, stop.
+    raise KeyboardInterrupt
+
+
+def _report(summary: IngestSummary) -> None:
+    click.echo(
+        f"Ingested {summary.ingested} new image{'s' if summary.ingested != 1 else ''}, "
+        f"skipped {summary.duplicates} duplicate{'s' if summary.duplicates != 1 else ''}, "
+        f"{len(summary.failed)} failed, in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)."
+    )
+    if summary.orphans_removed:
+        click.echo(f"Removed {summary.orphans_removed} orphan media file(s) left by an interrupted run.")
+    if summary.failed:
+        click.echo("Not ingested:", err=True)
+        for path, reason in summary.failed:
+            click.echo(f"  {path}: {reason}", err=True)

@@ -1,0 +1,61 @@
+"""``recommender reindex``: compute missing vectors for a detector, optionally switch to it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from tqdm import tqdm
+
+from ..config import DETECTORS, Settings
+from ..service import IngestEvent, ServiceError
+from . import main
+from .db import database_options, open_service
+
+
+@main.command("reindex")
+@click.option(
+    "--detector",
+    type=click.Choice(DETECTORS),
+    default=None,
+    help="Detector to compute vectors for (default: the one the index serves now).",
+)
+@click.option("--activate", is_flag=True, help="Afterwards, serve this detector's vectors (kept across restarts).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@database_options
+def reindex(settings: Settings, detector: str | None, activate: bool, quiet: bool) -> None:
+    """Detect objects in every stored image that has no vector for DETECTOR yet.
+
+    Resumable: each image is saved as soon as it is done; run it again after an interruption.
+    """
+    bar: tqdm | None = None
+
+    def progress(event: IngestEvent) -> None:
+        nonlocal bar
+        if event.outcome == "started":
+            bar = tqdm(total=event.total, unit="img", disable=quiet, dynamic_ncols=True, file=sys.stderr)
+            return
+        assert bar is not None
+        if event.outcome == "failed":
+            bar.write(f"skipped {event.name}: {event.message}", file=sys.stderr)
+        bar.update(1)
+
+    with open_service(settings) as service:
+        try:
+            result = service.reindex(detector, activate=activate, progress=progress)
+        except ServiceError as exc:
+            raise click.ClickException(exc.message) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted: vectors computed so far are saved; run the same command again.", err=True)
+            sys.exit(130)
+        finally:
+            if bar is not None:
+                bar.close()
+        active = service.active_detector
+    click.echo(
+        f"Computed {result.computed} of {result.missing} missing vector(s) for {result.detector}; "
+        f"{len(result.failed)} failed."
+    )
+    for name, reason in result.failed:
+        click.echo(f"  {name}: {reason}", err=True)
+    click.echo(f"The index serves {active} ({result.indexed} images).")
