@@ -1,0 +1,142 @@
+"""``recommender eval``: retrieval quality (NDCG@k, P@k, mAP@k) of a ranking on a labelled gallery."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..config import DETECTORS, Settings
+from ..evaluation import (
+    DEFAULT_K,
+    EvaluationInputError,
+    RetrievalScores,
+    evaluate_vectors,
+    evaluate_vectors_file,
+    load_labels,
+)
+from ..vectors import DEFAULT_RANKING, RANKINGS
+from . import main
+
+
+@main.command("eval")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--labels",
+    "labels_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Ground truth: JSON {"images": {file name: [category, ...]}} (coco_dev layout) or the bare mapping.',
+)
+@click.option("--detector", type=click.Choice(DETECTORS), default=None, help="Detector for an images folder (default: DETECTOR).")
+@click.option("--k", "k", type=click.IntRange(1, 100), default=DEFAULT_K, show_default=True, help="Cut-off of the metrics.")
+@click.option(
+    "--ranking",
+    type=click.Choice(sorted(RANKINGS)),
+    default=DEFAULT_RANKING,
+    show_default=True,
+    help="Ranking variant: calibrated-ochiai is the service's, euclidean-raw the reference design's.",
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="For a photo folder: keep the evaluation collection here, so a second run reuses its "
+    "vectors (default: a throwaway folder).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar while ingesting photos.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.pass_obj
+def evaluate(
+    settings: Settings,
+    source: Path,
+    labels_path: Path,
+    detector: str | None,
+    k: int,
+    ranking: str,
+    data_dir: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Score how well the ranking finds images sharing ground-truth categories.
+
+    SOURCE is a vectors file (.npz with arrays `names` and `vectors`) or a folder of photos,
+    which is ingested with the detector into a separate collection (never the served one).
+    Only images present in both SOURCE and the labels file form the gallery; every labelled
+    one is a query. The metric is DESIGN.md's (Jaccard-relevance NDCG@k, P@k, mAP@k).
+    """
+    try:
+        labels = load_labels(labels_path)
+        if source.is_dir():
+            settings = settings.with_overrides(detector=detector)
+            if data_dir is not None:
+                scores = _evaluate_images_dir(settings, data_dir, source, labels, k, ranking, quiet)
+            else:
+                with tempfile.TemporaryDirectory(prefix="recommender-eval-") as tmp:
+                    scores = _evaluate_images_dir(settings, Path(tmp), source, labels, k, ranking, quiet)
+        else:
+            scores = evaluate_vectors_file(source, labels, k=k, ranking=RANKINGS[ranking])
+    except EvaluationInputError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    if as_json:
+        click.echo(json.dumps({**scores.as_dict(), "ranking": ranking, "source": str(source)}))
+        return
+    click.echo(f"{source}: {scores.n_queries} queries in a gallery of {scores.n_gallery}, ranking {ranking}")
+    click.echo(f"NDCG@{k}  {scores.ndcg:.3f}")
+    click.echo(f"P@{k}     {scores.precision:.3f}")
+    click.echo(f"mAP@{k}   {scores.map:.3f}")
+
+
+def _evaluate_images_dir(
+    settings: Settings,
+    data_dir: Path,
+    images_dir: Path,
+    labels: dict[str, list[str]],
+    k: int,
+    ranking: str,
+    quiet: bool,
+) -> RetrievalScores:
+    """Ingest the labelled photos of ``images_dir`` into a collection in ``data_dir``, then score it.
+
+    The gallery is ranked by the same index and transform the service uses; ties fall to the
+    ingest order (image id), as they do in the service.
+    """
+    from tqdm import tqdm
+
+    from ..service import IngestEvent, ServiceError, find_image_files
+    from .db import open_service
+
+    files = [path for path in find_image_files([images_dir])[0] if path.name in labels]
+    if not files:
+        raise EvaluationInputError(f"no photo in {images_dir} is named in the labels file")
+    # The weights stay where the user keeps them; only the collection lives in data_dir.
+    collection = settings.with_overrides(data_dir=data_dir, database_url="", weights_dir=settings.resolved_weights_dir)
+    file_of: dict[str, str] = {}  # stored image name -> file name (the labels' key)
+    bar = tqdm(total=len(files), unit="img", disable=quiet, file=sys.stderr, desc="detecting")
+
+    def progress(event: IngestEvent) -> None:
+        if event.outcome in ("ingested", "duplicate") and event.name and event.path:
+            file_of.setdefault(event.name, event.path.name)
+        if event.outcome != "started":
+            bar.update(1)
+        if event.outcome == "failed":
+            bar.write(f"skipped {event.path}: {event.message}", file=sys.stderr)
+
+    service = open_service(collection)
+    try:
+        service.ingest_paths(files, progress=progress)
+        ids, raw = service.repository.vectors(service.active_detector)
+        stored = service.repository.summaries([int(i) for i in ids], service.active_detector, 1.0)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        bar.close()
+        service.close()
+    keep = [i for i, image_id in enumerate(ids) if stored.get(int(image_id)) and stored[int(image_id)].name in file_of]
+    names = [file_of[stored[int(ids[i])].name] for i in keep]
+    return evaluate_vectors(names, np.asarray(raw)[keep], labels, k=k, ranking=RANKINGS[ranking])
