@@ -1,0 +1,82 @@
+"""The Flask application factory: API blueprint, discovery page, JSON errors, background start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask, Response
+
+from ..config import Settings
+from ..service import RecommenderService
+from .api import WebContext, bp as api_blueprint
+from .errors import register_error_handlers
+from .frontend import frontend_blueprint, resolve_frontend_dir
+from .limits import UploadGate
+from .loading import ServiceLoader
+
+# Multipart framing (boundary, part headers, the file name) on top of the file's own bytes;
+# the exact byte limit on the file itself is enforced by the images module.
+MULTIPART_OVERHEAD = 64 * 1024
+
+# The page only loads its own files; inline script or foreign content would be an injection.
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def create_app(
+    settings: Settings,
+    service: RecommenderService | None = None,
+    *,
+    frontend_dir: str | os.PathLike[str] | None = None,
+    start: bool = True,
+    background: bool = True,
+    warm_up: bool = True,
+    upload_slots: int = 4,
+) -> Flask:
+    """The web application for ``settings``.
+
+    Without ``service`` the app builds one from ``settings`` in a background thread (see
+    ``loading``); until it is ready, /healthz and the API answer 503 while the page loads.
+    With ``service`` (tests, embedding) the app uses it; ``background=False`` finishes the
+    detector warm-up before returning; ``start=False`` leaves loading to the caller
+    (``app.extensions["recommender"].loader.start()``). ``upload_slots`` bounds the uploads
+    admitted at once.
+    """
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    app.json.sort_keys = False  # keep the documented field order
+
+    if service is None:
+        loader = ServiceLoader(lambda: RecommenderService.from_settings(settings), warm_up=warm_up)
+    else:
+        loader = ServiceLoader.ready_with(service, warm_up=warm_up)
+    app.extensions["recommender"] = WebContext(settings=settings, loader=loader, uploads=UploadGate(upload_slots))
+
+    register_error_handlers(app)
+    app.register_blueprint(api_blueprint)
+    app.register_blueprint(frontend_blueprint(resolve_frontend_dir(frontend_dir)))
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        # Uploaded files are served back: never let a browser reinterpret them as HTML.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", _PAGE_CSP)
+        return response
+
+    if start:
+        loader.start(background=background)
+    return app
+
+
+def configure_logging() -> None:
+    """Log lines of the app next to gunicorn's (both to stderr) when run as a server."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+__all__ = ["create_app", "configure_logging"]

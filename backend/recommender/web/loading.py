@@ -1,0 +1,130 @@
+"""Start-up in the background: the page and /healthz answer while the service gets ready.
+
+Building the service reads every stored vector into the neighbour index, and loading the
+detector reads ~30 MB of weights and traces the model; together that takes seconds. Doing it
+in a thread lets the server accept connections at once and say "503 loading" until then,
+instead of refusing connections (which load balancers and the page cannot tell from a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..service import RecommenderService
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+# Seconds a client should wait before asking again while the service is loading.
+RETRY_AFTER = "3"
+# Pause between attempts to start the service in the background (doubling up to the maximum).
+RETRY_FIRST_DELAY = 2.0
+RETRY_MAX_DELAY = 30.0
+
+
+class ServiceLoader:
+    """Holds the service once it is ready; views ask it with ``get()``.
+
+    ``factory`` builds the service (index included); afterwards the active detector's weights
+    are loaded and one tiny image is detected, so the first real upload does not pay for
+    TensorFlow's first-call tracing.
+    """
+
+    def __init__(self, factory: Callable[[], RecommenderService], *, warm_up: bool = True) -> None:
+        self._factory = factory
+        self._warm_up = warm_up
+        self._service: RecommenderService | None = None
+        self._error: str | None = None
+        self._ready = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+        self.seconds: float | None = None
+
+    @classmethod
+    def ready_with(cls, service: RecommenderService, *, warm_up: bool = True) -> ServiceLoader:
+        """A loader around an existing service (tests, embedding); the caller decides when to start."""
+        return cls(lambda: service, warm_up=warm_up)
+
+    def start(self, background: bool = True) -> None:
+        """Load now (``background=False``: one attempt) or in a thread that retries on failure.
+
+        Retrying lets a server started before its database (a container racing PostgreSQL,
+        a network blip) recover by itself; meanwhile /healthz reports the last error.
+        """
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        if background:
+            threading.Thread(target=self._load_until_ready, name="recommender-loader", daemon=True).start()
+        else:
+            self._load()
+
+    def _load_until_ready(self) -> None:
+        delay = RETRY_FIRST_DELAY
+        while not self._load():
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    def _load(self) -> bool:
+        started = time.perf_counter()
+        try:
+            service = self._factory()
+            try:
+                service.load_detector()
+                if self._warm_up:
+                    detector = service.detector(service.active_setting)
+                    detector.detect(np.full((64, 64, 3), 114, dtype=np.uint8))
+            except BaseException:
+                service.close()
+                raise
+        except Exception as exc:  # reported by /healthz and every API call, never swallowed
+            message = str(exc) or type(exc).__name__
+            if message != self._error:  # a retry failing the same way adds nothing to the log
+                log.exception("the recommender service could not start")
+            self._error = message
+            return False
+        else:
+            self._service = service
+            self._error = None
+            self.seconds = time.perf_counter() - started
+            log.info("service ready in %.1f s: detector %s, %d images indexed",
+                     self.seconds, service.active_detector, service.index_size)
+            return True
+        finally:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._service is not None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the first attempt finished (successfully or not); True when ready."""
+        self._ready.wait(timeout)
+        return self.ready
+
+    def get(self) -> RecommenderService:
+        service = self._service
+        if service is not None:
+            return service
+        if self._error is not None:
+            raise ApiError(503, "unavailable", f"The service could not start: {self._error}")
+        raise ApiError(
+            503,
+            "loading",
+            "The server is still starting (loading the detector and the index); try again in a few seconds.",
+            {"Retry-After": RETRY_AFTER},
+        )
+
+    def close(self) -> None:
+        if self._service is not None:
+            self._service.close()
