@@ -7,7 +7,7 @@ import pytest
 
 from recommender.classes import NUM_CLASSES, class_id
 from recommender.detection.base import Detections
-from recommender.explain import class_contributions, explain_match, why
+from recommender.explain import class_contributions, explain_match, explain_matches, why
 from recommender.index import NeighborIndex
 from recommender.vectors import (
     RANKINGS,
@@ -147,6 +147,12 @@ def test_the_why_of_a_match_without_shared_classes_says_so() -> None:
     assert top == []
     assert why(top) == "no shared objects: closest overall"
     assert explain_match(raw(), raw(dog=0.9)) == []
+
+
+def test_a_page_is_explained_like_each_of_its_results() -> None:
+    query = raw(dog=0.9, frisbee=0.6, person=0.2)
+    results = [raw(dog=0.95, frisbee=0.3, car=0.8), raw(cat=0.9), raw(person=0.7, dog=0.4), raw()]
+    assert explain_matches(query, np.stack(results)) == [explain_match(query, r) for r in results]
 
 
 def test_the_why_rejects_vectors_of_the_wrong_size() -> None:

@@ -63,6 +63,28 @@ def explain_match(
 ) -> list[ClassContribution]:
     """The ``top`` classes that contributed most (each at least ``min_share``), biggest first."""
     shares = class_contributions(query_raw, result_raw, ranking)
+    return _top(shares, top, min_share)
+
+
+def explain_matches(
+    query_raw: np.ndarray,
+    results_raw: np.ndarray,
+    top: int = DEFAULT_TOP,
+    min_share: float = DEFAULT_MIN_SHARE,
+    ranking: Ranking | None = None,
+) -> list[list[ClassContribution]]:
+    """``explain_match`` for a whole page of results (n×81) in one vectorised pass."""
+    ranking = ranking or RANKINGS[DEFAULT_RANKING]
+    results = np.asarray(results_raw, dtype=np.float64).reshape(-1, NUM_CLASSES)
+    u = np.asarray(ranking.query_transform(np.asarray(query_raw, dtype=np.float64)), dtype=np.float64)
+    terms = np.asarray(ranking.index_transform(results), dtype=np.float64) * u
+    terms[:, 0] = 0.0
+    totals = terms.sum(axis=1, keepdims=True)
+    shares = np.clip(np.divide(terms, totals, out=np.zeros_like(terms), where=totals > 0), 0.0, None)
+    return [_top(row, top, min_share) for row in shares]
+
+
+def _top(shares: np.ndarray, top: int, min_share: float) -> list[ClassContribution]:
     order = np.argsort(-shares, kind="stable")[:top]
     return [ClassContribution(int(c), class_name(int(c)), float(shares[c])) for c in order if shares[c] >= min_share]
 

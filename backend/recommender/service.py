@@ -50,7 +50,7 @@ from .storage import (
 )
 from .storage.database import sqlite_path
 from .storage.names import base_name, with_suffix
-from .explain import ClassContribution, explain_match, why
+from .explain import ClassContribution, explain_matches, why
 from .vectors import class_presence, query_transform, ranking_transform
 
 # Detections at or above this score name the classes shown for an image (and the shared
@@ -683,14 +683,13 @@ class RecommenderService:
         ids = [int(i) for i in result.ids]
         summaries = self.repository.summaries(ids, active.detector.name, self.display_threshold)
         stored = self.repository.vectors_of(ids, active.detector.name)
+        # Deleted between the index query and the lookups: left out of the page.
+        found = [(i, d) for i, d in zip(ids, result.distances) if i in summaries and i in stored]
+        explained = explain_matches(raw_vector, np.array([stored[i] for i, _ in found])) if found else []
         wanted = set(query_classes)
         results = []
-        for image_id, distance in zip(ids, result.distances):
-            summary = summaries.get(image_id)
-            result_vector = stored.get(image_id)
-            if summary is None or result_vector is None:  # deleted between the index query and the lookup
-                continue
-            contributions = explain_match(raw_vector, result_vector)
+        for (image_id, distance), contributions in zip(found, explained):
+            summary = summaries[image_id]
             results.append(
                 SimilarImage(
                     id=image_id,
