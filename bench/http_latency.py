@@ -50,7 +50,7 @@ import numpy as np
 
 from PIL import Image
 
-DEFAULT_IMAGES = Path(os.environ.get("SHARED_DIR", "/work/shared")) / "data" / "coco_dev" / "images"
+DEFAULT_IMAGES = Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")) / "data" / "coco_dev" / "images"
 REPO = Path(__file__).resolve().parents[1]
 TARGET_UPLOAD_MS = 300.0
 TARGET_SIMILAR_MS = 20.0
