@@ -72,3 +72,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url, drop = _create_postgres_database()
     request.addfinalizer(drop)
     return url
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty PostgreSQL database on the local server."""
+    url, drop = _create_postgres_database()
+    request.addfinalizer(drop)
+    return url

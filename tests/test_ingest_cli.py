@@ -177,6 +177,23 @@ def test_ingest_summary_lists_unreadable_files_and_counts_duplicates(migrated, c
     assert again.exit_code == 1  # --strict: a skipped file is an error
 
 
+def test_ingest_if_empty_seeds_a_new_collection_only_once(migrated, coco_dev_images, tmp_path: Path) -> None:
+    # What the container's entry point runs at every start: only the first start ingests.
+    seed, later = tmp_path / "seed", tmp_path / "later"
+    seed.mkdir()
+    later.mkdir()
+    for path in coco_dev_images[:2]:
+        (seed / path.name).write_bytes(path.read_bytes())
+    (later / coco_dev_images[2].name).write_bytes(coco_dev_images[2].read_bytes())
+
+    first = _invoke(migrated, "ingest", "--quiet", "--if-empty", str(seed))
+    assert first.exit_code == 0 and "Ingested 2 new images" in first.stdout
+    second = _invoke(migrated, "ingest", "--quiet", "--if-empty", str(later))
+    assert second.exit_code == 0
+    assert "already holds 2 images; nothing ingested" in second.stdout
+    assert sorted(_state(migrated)["rows"]) == sorted(p.name for p in coco_dev_images[:2])
+
+
 def test_similar_prints_text_and_json_pages(migrated, coco_dev_images) -> None:
     photos = coco_dev_images[:5]
     assert _invoke(migrated, "ingest", "--quiet", *map(str, photos)).exit_code == 0

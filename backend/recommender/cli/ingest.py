@@ -20,8 +20,13 @@ from .db import database_options, open_service
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file could not be ingested.")
+@click.option(
+    "--if-empty",
+    is_flag=True,
+    help="Do nothing when the collection already holds images (first-start seeding).",
+)
 @database_options
-def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: bool) -> None:
+def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: bool, if_empty: bool) -> None:
     """Ingest image files and folders (searched recursively for image files).
 
     Exact duplicates (same SHA-256) are skipped; unreadable files are listed at the end.
@@ -46,6 +51,9 @@ def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: boo
     previous = signal.signal(signal.SIGTERM, _terminate)
     service = open_service(settings)
     try:
+        if if_empty and (held := service.count()):
+            click.echo(f"The collection already holds {held} image{'s' if held != 1 else ''}; nothing ingested.")
+            return
         summary = service.ingest_paths(paths, progress=progress)
     except KeyboardInterrupt:
         click.echo(
