@@ -36,6 +36,7 @@ class Settings:
     weights_dir: Path | None = None  # None: data_dir / "weights"
     detector: str = "yolov5s"
     images_dir: Path | None = None
+    frontend_dir: Path | None = None  # None: the checkout's frontend/ folder
     host: str = "127.0.0.1"
     port: int = 5000
     admin_token: str | None = None
@@ -77,12 +78,14 @@ class Settings:
         data_dir = Path(env.get("DATA_DIR") or "data")
         weights = env.get("WEIGHTS_DIR")
         images = env.get("IMAGES_DIR")
+        frontend = env.get("FRONTEND_DIR")
         return cls(
             data_dir=data_dir,
             database_url=env.get("DATABASE_URL", ""),
             weights_dir=Path(weights) if weights else None,
             detector=env.get("DETECTOR") or "yolov5s",
             images_dir=Path(images) if images else None,
+            frontend_dir=Path(frontend) if frontend else None,
             host=env.get("HOST") or "127.0.0.1",
             port=_int(env, "PORT", 5000),
             admin_token=env.get("ADMIN_TOKEN") or None,

@@ -71,9 +71,9 @@ def serve(
     from ..web.app import configure_logging, create_app
     from ..web.frontend import FrontendMissingError, resolve_frontend_dir
 
-    settings = settings.with_overrides(host=host, port=port)
+    settings = settings.with_overrides(host=host, port=port, frontend_dir=frontend_dir)
     try:
-        page_dir = resolve_frontend_dir(frontend_dir)
+        page_dir = resolve_frontend_dir(settings.frontend_dir)
     except FrontendMissingError as exc:
         raise click.ClickException(str(exc)) from None
     _check_database(settings)

@@ -57,7 +57,7 @@ def create_app(
 
     register_error_handlers(app)
     app.register_blueprint(api_blueprint)
-    app.register_blueprint(frontend_blueprint(resolve_frontend_dir(frontend_dir)))
+    app.register_blueprint(frontend_blueprint(resolve_frontend_dir(frontend_dir or settings.frontend_dir)))
 
     @app.after_request
     def _headers(response: Response) -> Response:

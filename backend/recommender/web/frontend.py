@@ -15,7 +15,7 @@ class FrontendMissingError(RuntimeError):
 
 
 def resolve_frontend_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where the page lives: an explicit path, else FRONTEND_DIR, else the repository's frontend/.
+    """Where the page lives: an explicit path (FRONTEND_DIR), else the repository's frontend/.
 
     A source checkout (editable install) finds the repository's copy next to ``backend/``; an
     installed package (the container) has no such neighbour and is pointed at it by FRONTEND_DIR.
@@ -25,8 +25,6 @@ def resolve_frontend_dir(explicit: str | os.PathLike[str] | None = None) -> Path
     candidates: list[Path] = []
     if explicit:
         candidates.append(Path(explicit))
-    elif os.environ.get("FRONTEND_DIR"):
-        candidates.append(Path(os.environ["FRONTEND_DIR"]))
     else:
         candidates += [_REPO_FRONTEND, Path.cwd() / "frontend"]
     for candidate in candidates:
