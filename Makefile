@@ -53,7 +53,10 @@ postgres:
 	  for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
 	@pg_isready -h 127.0.0.1 -p 5432
 
-test: weights system-test-deps postgres
+lint: install
+	$(VENV)/bin/ruff check backend tests bench
+
+test: weights system-test-deps postgres lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: weights postgres

@@ -47,7 +47,6 @@ import uuid
 from collections.abc import Callable
 
 import numpy as np
-
 from PIL import Image
 
 DEFAULT_IMAGES = Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")) / "data" / "coco_dev" / "images"

@@ -1,10 +1,12 @@
 """Query latency of NeighborIndex (BallTree) against a NumPy brute-force baseline.
 
 Dataset: rows of the reference Mask R-CNN vectors (maskrcnn_reference_vectors.npz, 5000
-real COCO images) resampled with replacement to n vectors, through the ranking transform;
-resampling keeps the exact duplicates a real collection has (optional --jitter breaks them).
-Every query is an indexed image excluded from its own results, so page 1 of 30 asks the
-index for 31 neighbours. Both methods return identical pages (checked on every query): the
+real COCO images) resampled with replacement to n vectors, indexed with a ranking's index
+transform; resampling keeps the exact duplicates a real collection has (optional --jitter
+breaks them). Every query is an indexed image, mapped with the ranking's query transform as
+the service does and excluded from its own results, so page 1 of 30 asks the index for 31
+neighbours. ``--rankings`` compares the service's ranking (calibrated-ochiai, whose query
+and index points differ) with the previous one (sqrt-cosine) in the same run. Both methods return identical pages (checked on every query): the
 baseline ranks all n by a matrix-vector product, cuts with argpartition, and resolves the
 boundary ties with the same exact re-scoring the index uses.
 
@@ -31,7 +33,7 @@ import numpy as np  # noqa: E402  (after the BLAS thread settings, which it read
 import scipy.sparse  # noqa: E402
 
 from recommender.index import DISTANCE_GRID, NeighborIndex, distance_keys  # noqa: E402
-from recommender.vectors import ranking_transform  # noqa: E402
+from recommender.vectors import RANKINGS, Ranking  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VECTORS = (
@@ -71,7 +73,10 @@ class BruteForce:
         return self.ids[rows][order], np.sqrt(keys[order] * 2.0**-32), total
 
 
-def load_dataset(path: Path, n: int, jitter: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def load_dataset(
+    path: Path, n: int, jitter: float, rng: np.random.Generator, ranking: Ranking
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, indexed points, query points) of n resampled reference vectors."""
     if not path.is_file():
         sys.exit(f"reference vectors not found at {path}; pass --vectors or set SHARED_DIR")
     raw = np.load(path)["vectors"].astype(np.float64)
@@ -82,7 +87,7 @@ def load_dataset(path: Path, n: int, jitter: float, rng: np.random.Generator) ->
         sample[present] *= 1.0 + jitter * rng.standard_normal(int(present.sum()))
         np.clip(sample, 0.0, 1.0, out=sample)
     ids = rng.permutation(n).astype(np.int64) + 1
-    return ids, ranking_transform(sample)
+    return ids, ranking.index_transform(sample), ranking.query_transform(sample)
 
 
 def timed(fn, *args, **kw):
@@ -95,9 +100,9 @@ def percentile_ms(samples: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1e3, p))
 
 
-def run_size(n: int, args: argparse.Namespace) -> dict[str, float]:
+def run_size(n: int, args: argparse.Namespace, ranking: Ranking) -> dict[str, float]:
     rng = np.random.default_rng(args.seed)
-    ids, vectors = load_dataset(args.vectors, n, args.jitter, rng)
+    ids, vectors, queries = load_dataset(args.vectors, n, args.jitter, rng, ranking)
     distinct = len(np.unique(vectors, axis=0)) if n <= 200_000 else float("nan")
 
     build_s, index = timed(NeighborIndex.build, ids, vectors)
@@ -108,7 +113,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, float]:
     for label, page in (("p1", 1), ("deep", args.deep_page)):
         times: dict[str, list[float]] = {"tree": [], "brute": [], "sparse": []}
         for qi in query_rows:
-            q, exclude = vectors[qi], int(ids[qi])
+            q, exclude = queries[qi], int(ids[qi])
             t_tree, res = timed(index.query, q, page=page, per_page=args.per_page, exclude_id=exclude)
             times["tree"].append(t_tree)
             for name, baseline in baselines.items():
@@ -137,11 +142,15 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.0, help="relative noise on detected scores (0 = off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vectors", type=Path, default=DEFAULT_VECTORS)
+    parser.add_argument(
+        "--rankings", default="calibrated-ochiai,sqrt-cosine", help=f"comma-separated, from {', '.join(RANKINGS)}"
+    )
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    rankings = [RANKINGS[name] for name in args.rankings.split(",") if name]
 
     print(
-        f"dataset: {args.vectors.name} resampled, ranking_transform, jitter={args.jitter}, "
+        f"dataset: {args.vectors.name} resampled, jitter={args.jitter}, "
         f"{args.queries} queries/size, per_page={args.per_page} (+1 excluded query image), seed={args.seed}, "
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
     )
@@ -151,16 +160,20 @@ def main() -> None:
         "x = median ratio tree / baseline (>1: BallTree slower). All three return identical pages."
     )
     for n in sizes:
-        r = run_size(n, args)
-        print(f"\nn = {r['n']:,}  distinct vectors = {r['distinct']}  NeighborIndex.build = {r['build_tree_s']:.2f} s")
-        print(f"  {'page':>6} {'tree':>16} {'brute':>16} {'sparse':>16} {'x brute':>8} {'x sparse':>8}")
-        for label, page in (("p1", 1), ("deep", args.deep_page)):
+        for ranking in rankings:
+            r = run_size(n, args, ranking)
             print(
-                f"  {page:>6} {cell(r, label + '_tree')} {cell(r, label + '_brute')} {cell(r, label + '_sparse')} "
-                f"{r[label + '_tree_med'] / r[label + '_brute_med']:>8.2f} "
-                f"{r[label + '_tree_med'] / r[label + '_sparse_med']:>8.2f}",
-                flush=True,
+                f"\nn = {r['n']:,}  ranking = {ranking.name}  distinct vectors = {r['distinct']}  "
+                f"NeighborIndex.build = {r['build_tree_s']:.2f} s"
             )
+            print(f"  {'page':>6} {'tree':>16} {'brute':>16} {'sparse':>16} {'x brute':>8} {'x sparse':>8}")
+            for label, page in (("p1", 1), ("deep", args.deep_page)):
+                print(
+                    f"  {page:>6} {cell(r, label + '_tree')} {cell(r, label + '_brute')} {cell(r, label + '_sparse')} "
+                    f"{r[label + '_tree_med'] / r[label + '_brute_med']:>8.2f} "
+                    f"{r[label + '_tree_med'] / r[label + '_sparse_med']:>8.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -80,3 +83,19 @@ def postgres_url(request: pytest.FixtureRequest) -> str:
     url, drop = _create_postgres_database()
     request.addfinalizer(drop)
     return url
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for servers a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    """Status and JSON body of a GET, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")

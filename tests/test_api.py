@@ -19,14 +19,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from conftest import _create_postgres_database
 from recommender.classes import CLASS_NAMES
 from recommender.config import Settings
 from recommender.detection import Detector, DetectorError, create_detector
 from recommender.detection.weights import fetch_yolov5
 from recommender.service import RecommenderService
 from recommender.web import create_app
-
-from conftest import _create_postgres_database
 
 ADMIN_TOKEN = "s3cret-admin-token"
 MAX_UPLOAD_MB = 1

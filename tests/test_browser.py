@@ -9,22 +9,21 @@ docs/screenshot.png, the picture the README shows.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port, get_json
 
 pytestmark = pytest.mark.browser
 
@@ -48,20 +47,6 @@ IMAGES_LOADED = """([selector, count]) => {
     const images = [...document.querySelectorAll(selector)].slice(0, count);
     return images.length > 0 && images.every(i => i.complete && i.naturalWidth > 0);
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 @dataclass
@@ -98,7 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco_dev
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ADMIN_TOKEN", "DETECTOR")},
         "DATA_DIR": str(data_dir),
         "WEIGHTS_DIR": str(weights_dir),
-        "PORT": str(_free_port()),
+        "PORT": str(free_port()),
         "HOST": "127.0.0.1",
     }
     gallery = coco_dev_images[:GALLERY_SIZE]
@@ -121,7 +106,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco_dev
             if process.poll() is not None:
                 pytest.fail(f"recommender serve exited with {process.returncode}:\n{log.read_text()}")
             try:
-                status, body = _get_json(f"{url}/healthz")
+                status, body = get_json(f"{url}/healthz")
                 if status == 200:
                     assert body["images"] == GALLERY_SIZE
                     break

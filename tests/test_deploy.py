@@ -14,15 +14,15 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port, get_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -133,20 +133,6 @@ def test_dockerfile_runs_the_tested_entry_point_as_a_non_root_user() -> None:
 # ------------------------------------------------------------------------------ entry point
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 class _Started:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = int(env["PORT"])
@@ -161,7 +147,7 @@ class _Started:
             if self.process.poll() is not None:
                 pytest.fail(f"the entry point exited with {self.process.returncode}:\n{self.log.read_text()}")
             try:
-                status, body = _get_json(f"http://127.0.0.1:{self.port}/healthz")
+                status, body = get_json(f"http://127.0.0.1:{self.port}/healthz")
                 if status == 200:
                     return body
             except (urllib.error.URLError, ConnectionError, OSError):
@@ -195,16 +181,16 @@ def test_entry_point_migrates_seeds_an_empty_collection_once_and_serves(
         "WEIGHTS_DIR": str(weights_dir),
         "IMAGES_DIR": str(seed),
         "HOST": "127.0.0.1",
-        "PORT": str(_free_port()),
+        "PORT": str(free_port()),
     }
     first = _Started(env, tmp_path / "first.log")
     try:
         health = first.wait_healthy()
         assert health["status"] == "ok" and health["images"] == 4
-        status, random = _get_json(f"http://127.0.0.1:{first.port}/random?n=2")
+        status, random = get_json(f"http://127.0.0.1:{first.port}/random?n=2")
         assert status == 200 and len(random["images"]) == 2
         name = random["images"][0]["name"]
-        status, similar = _get_json(f"http://127.0.0.1:{first.port}/get_similar/{name}")
+        status, similar = get_json(f"http://127.0.0.1:{first.port}/get_similar/{name}")
         assert status == 200 and similar["total"] == 3
     finally:
         first.stop()
@@ -212,7 +198,7 @@ def test_entry_point_migrates_seeds_an_empty_collection_once_and_serves(
 
     # A restart (new photos in the folder) keeps the collection as it is: seeding is first-start only.
     shutil.copy(coco_dev_images[4], seed / coco_dev_images[4].name)
-    env["PORT"] = str(_free_port())
+    env["PORT"] = str(free_port())
     second = _Started(env, tmp_path / "second.log")
     try:
         assert second.wait_healthy()["images"] == 4

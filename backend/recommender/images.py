@@ -23,13 +23,13 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 # Importing the plugins registers them up front; otherwise Pillow registers plugins lazily on the
 # first open, which would happen inside request threads.
 from PIL import (  # noqa: F401  (imported for their registration side effect)
     BmpImagePlugin,
     GifImagePlugin,
+    Image,
     JpegImagePlugin,
     PngImagePlugin,
     TiffImagePlugin,

@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from .classes import class_name
 from .config import Settings
 from .detection import Detections, Detector, DetectorError, create_detector
+from .explain import ClassContribution, explain_matches, why
 from .images import DecodedImage, ImageError, decode_image, read_image_file, thumbnail_jpeg
 from .index import MAX_PER_PAGE, NeighborIndex
 from .storage import (
@@ -50,7 +51,6 @@ from .storage import (
 )
 from .storage.database import sqlite_path
 from .storage.names import base_name, with_suffix
-from .explain import ClassContribution, explain_matches, why
 from .vectors import class_presence, query_transform, ranking_transform
 
 # Detections at or above this score name the classes shown for an image (and the shared

@@ -9,7 +9,6 @@ for old clients), ``GET /random``, ``GET /images/<name>`` (+ ``/thumb``, ``/dete
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -9,7 +9,8 @@ from flask import Flask, Response
 
 from ..config import Settings
 from ..service import RecommenderService
-from .api import WebContext, bp as api_blueprint
+from .api import WebContext
+from .api import bp as api_blueprint
 from .errors import register_error_handlers
 from .frontend import frontend_blueprint, resolve_frontend_dir
 from .limits import UploadGate
