@@ -60,11 +60,11 @@ test: weights system-test-deps postgres lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: weights postgres
-	$(PY) bench/detect.py
-	$(PY) bench/ingest.py
-	$(PY) bench/query.py
+	$(PY) bench/detect.py --maskrcnn-limit 5
+	$(PY) bench/ingest.py --detect-workers 1,2
 	$(PY) bench/http_latency.py
-	$(PY) bench/ranking.py
+	$(PY) bench/ranking.py --sizes 512,576 --flip --markdown
+	$(PY) bench/query.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
