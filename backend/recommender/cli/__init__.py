@@ -17,16 +17,5 @@ def main(ctx: click.Context) -> None:
         raise click.UsageError(str(exc)) from None
 
 
-def _register() -> None:
-    # Each command module adds itself to ``main``; a missing one only hides its command.
-    import importlib
-
-    for module in ("detect", "weights", "ingest", "similar", "reindex", "delete", "evaluate", "serve", "db"):
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":
-                raise
-
-
-_register()
+# Each command module adds itself to ``main`` when imported.
+from . import db, delete, detect, evaluate, ingest, reindex, serve, similar, weights  # noqa: E402, F401
