@@ -8,12 +8,12 @@ from pathlib import Path
 from types import FrameType
 
 import click
-from tqdm import tqdm
 
 from ..config import Settings
-from ..service import IngestEvent, IngestSummary, ServiceError
+from ..service import IngestSummary, ServiceError
 from . import main
 from .db import database_options, open_service
+from .progress import ProgressBar
 
 
 @main.command("ingest")
@@ -33,21 +33,7 @@ def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: boo
     Safe to interrupt: every image is stored completely or not at all, and running the same
     command again finishes the job.
     """
-    bar: tqdm | None = None
-    counts: dict[str, int] = {}
-
-    def progress(event: IngestEvent) -> None:
-        nonlocal bar
-        if event.outcome == "started":
-            bar = tqdm(total=event.total, unit="img", disable=quiet, dynamic_ncols=True, file=sys.stderr)
-            return
-        assert bar is not None
-        counts[event.outcome] = counts.get(event.outcome, 0) + 1
-        if event.outcome == "failed":
-            bar.write(f"skipped {event.path}: {event.message}", file=sys.stderr)
-        bar.set_postfix(new=counts.get("ingested", 0), dup=counts.get("duplicate", 0), failed=counts.get("failed", 0), refresh=False)
-        bar.update(1)
-
+    progress = ProgressBar(quiet, counts=True)
     previous = signal.signal(signal.SIGTERM, _terminate)
     service = open_service(settings)
     try:
@@ -64,8 +50,7 @@ def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: boo
         raise click.ClickException(exc.message) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if bar is not None:
-            bar.close()
+        progress.close()
         service.close()
     _report(summary)
     if strict and summary.failed:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 import click
-from tqdm import tqdm
 
 from ..config import DETECTORS, Settings
-from ..service import IngestEvent, ServiceError
+from ..service import ServiceError
 from . import main
 from .db import database_options, open_service
+from .progress import ProgressBar
 
 
 @main.command("reindex")
@@ -28,17 +28,7 @@ def reindex(settings: Settings, detector: str | None, activate: bool, quiet: boo
 
     Resumable: each image is saved as soon as it is done; run it again after an interruption.
     """
-    bar: tqdm | None = None
-
-    def progress(event: IngestEvent) -> None:
-        nonlocal bar
-        if event.outcome == "started":
-            bar = tqdm(total=event.total, unit="img", disable=quiet, dynamic_ncols=True, file=sys.stderr)
-            return
-        assert bar is not None
-        if event.outcome == "failed":
-            bar.write(f"skipped {event.name}: {event.message}", file=sys.stderr)
-        bar.update(1)
+    progress = ProgressBar(quiet)
 
     with open_service(settings) as service:
         try:
@@ -49,8 +39,7 @@ def reindex(settings: Settings, detector: str | None, activate: bool, quiet: boo
             click.echo("Interrupted: vectors computed so far are saved; run the same command again.", err=True)
             sys.exit(130)
         finally:
-            if bar is not None:
-                bar.close()
+            progress.close()
         active = service.active_detector
     click.echo(
         f"Computed {result.computed} of {result.missing} missing vector(s) for {result.detector}; "
@@ -58,4 +47,4 @@ def reindex(settings: Settings, detector: str | None, activate: bool, quiet: boo
     )
     for name, reason in result.failed:
         click.echo(f"  {name}: {reason}", err=True)
-    click.echo(f"The index serves {active} ({result.indexed} images).")
+    click.echo(f"The index serves {active} ({result.indexed} image{'s' if result.indexed != 1 else ''}).")

@@ -184,13 +184,7 @@ def original(name: str) -> Response:
     service = _service()
     record = service.get_image(name)
     path, mime = service.original_path(name)
-    # A name always serves the same bytes while it exists, so clients may cache it for good;
-    # the ETag (the content's SHA-256) lets them revalidate cheaply if they do ask.
-    response = send_file(path, mimetype=mime, etag=record.sha256, conditional=True, max_age=ONE_YEAR,
-                         download_name=record.name)
-    response.cache_control.public = True
-    response.cache_control.immutable = True
-    return response
+    return _immutable_file(path, mime, record.sha256, record.name)
 
 
 @bp.get("/images/<name>/thumb")
@@ -199,8 +193,13 @@ def thumbnail(name: str) -> Response:
     record = service.get_image(name)
     path = service.thumbnail_path(name)
     stem = record.name.rsplit(".", 1)[0]
-    response = send_file(path, mimetype="image/jpeg", etag=f"{record.sha256}-thumb", conditional=True,
-                         max_age=ONE_YEAR, download_name=f"{stem}-thumb.jpg")
+    return _immutable_file(path, "image/jpeg", f"{record.sha256}-thumb", f"{stem}-thumb.jpg")
+
+
+def _immutable_file(path: Path, mime: str, etag: str, download_name: str) -> Response:
+    # A name always serves the same bytes while it exists, so clients may cache it for good;
+    # the ETag (derived from the content's SHA-256) lets them revalidate cheaply if they do ask.
+    response = send_file(path, mimetype=mime, etag=etag, conditional=True, max_age=ONE_YEAR, download_name=download_name)
     response.cache_control.public = True
     response.cache_control.immutable = True
     return response
