@@ -12,10 +12,11 @@ import click
 import numpy as np
 
 from ..classes import class_name
-from ..config import DETECTORS, Settings
+from ..config import Settings
 from ..detection import Detections, Detector, DetectorError, create_detector
 from ..images import ImageError, read_image_file
 from . import main
+from .options import detector_options
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,7 @@ def _detector(settings: Settings, threshold: float | None) -> Detector:
 
 @main.command("detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--detector", type=click.Choice(DETECTORS), default=None, help="Which detector (default: DETECTOR, yolov5s).")
-@click.option(
-    "--weights-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where weights live (default: WEIGHTS_DIR).",
-)
+@detector_options
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1, min_open=True),

@@ -6,20 +6,15 @@ from pathlib import Path
 
 import click
 
-from ..config import DETECTORS, Settings
+from ..config import Settings
 from ..detection import DetectorError
 from ..detection.weights import fetch_yolov5, maskrcnn_weights_path
 from . import main
+from .options import detector_options
 
 
 @main.command("fetch-weights")
-@click.option("--detector", type=click.Choice(DETECTORS), default=None, help="Which detector (default: DETECTOR, yolov5s).")
-@click.option(
-    "--weights-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where weights live (default: WEIGHTS_DIR, DATA_DIR/weights).",
-)
+@detector_options
 @click.option(
     "--tarball",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -15,6 +17,17 @@ class DetectorError(RuntimeError):
 
 class WeightsMissingError(DetectorError):
     """The weights file of a detector is not in the weights directory."""
+
+
+def import_tensorflow(hint: str = "") -> ModuleType:
+    """TensorFlow, imported on first need (seconds of start-up), or a DetectorError saying why not."""
+    # Keeps TensorFlow's C++ start-up banner out of the user's terminal where it honours this.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise DetectorError(f"TensorFlow cannot be imported ({exc}). {hint}".strip()) from None
+    return tf
 
 
 @dataclass(frozen=True)

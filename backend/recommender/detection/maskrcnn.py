@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..classes import CLASS_NAMES, NUM_CLASSES
-from .base import Detections, Detector, DetectorError
+from .base import Detections, Detector, DetectorError, import_tensorflow
 from .weights import WeightsCorruptError, maskrcnn_weights_path
 
 DEFAULT_MIN_CONFIDENCE = 0.7  # the reference design's threshold; its stored vectors used it
@@ -76,15 +76,6 @@ class MaskRCNNModel:
     def close(self) -> None:
         """Release the session and the weights it holds."""
         self.session.close()
-
-
-def _tensorflow() -> ModuleType:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError as exc:
-        raise DetectorError(f"TensorFlow cannot be imported ({exc}). {INSTALL_HINT}") from None
-    return tf
 
 
 @contextlib.contextmanager
@@ -134,7 +125,7 @@ def _import_pixellib() -> ModuleType:
     with _import_lock:
         if _pixellib is not None:
             return _pixellib
-        tf = _tensorflow()
+        tf = import_tensorflow(INSTALL_HINT)
         try:
             with _legacy_keras_graph_mode_import(tf), _quiet_tensorflow(tf):
                 module = importlib.import_module("pixellib.instance.mask_rcnn")
@@ -175,7 +166,7 @@ def build_model(
     from other models built by this function.
     """
     mask_rcnn = _import_pixellib()
-    tf = _tensorflow()
+    tf = import_tensorflow(INSTALL_HINT)
     from pixellib.instance.config import Config
 
     # A fresh Config each time: pixellib's own instance_segmentation mutates a module-level one.

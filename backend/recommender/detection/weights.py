@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import DetectorError, WeightsMissingError
+from .base import DetectorError, WeightsMissingError, import_tensorflow
 
 if TYPE_CHECKING:  # TensorFlow is imported only by the functions that need it.
     from tensorflow.core.framework.graph_pb2 import GraphDef
@@ -366,21 +366,11 @@ def fetch_yolov5(
         return install_yolov5_tarball(packed, weights_dir, convert=convert)
 
 
-def _import_tensorflow() -> Any:
-    # TensorFlow's C++ start-up banner would otherwise land in every CLI user's terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-    except ImportError as exc:
-        raise DetectorError(f"TensorFlow is needed for this step but cannot be imported: {exc}") from None
-    return tf
-
-
 def read_tfjs_graph_def(model_dir: str | os.PathLike[str]) -> "GraphDef":
     """The TensorFlow GraphDef of a TF.js graph model, with every Const filled from the shards."""
     import numpy as np
 
-    tf = _import_tensorflow()
+    tf = import_tensorflow("TensorFlow is needed for this step.")
     from google.protobuf import json_format
     from tensorflow.core.framework import graph_pb2
 
@@ -423,7 +413,7 @@ def convert_to_onnx(model_dir: str | os.PathLike[str], out_path: str | os.PathLi
     manifest records about the conversion.
     """
     graph_def = read_tfjs_graph_def(model_dir)
-    tf = _import_tensorflow()
+    tf = import_tensorflow("TensorFlow is needed for this step.")
     try:
         import tf2onnx
     except ImportError:

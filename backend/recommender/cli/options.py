@@ -1,0 +1,26 @@
+"""Options shared by the commands that run a detector outside the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from ..config import DETECTORS
+
+F = TypeVar("F", bound=Callable)
+
+
+def detector_options(command: F) -> F:
+    """``--detector`` and ``--weights-dir``, both defaulting to the settings (DETECTOR, WEIGHTS_DIR)."""
+    command = click.option(
+        "--weights-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where weights live (default: WEIGHTS_DIR, DATA_DIR/weights).",
+    )(command)
+    return click.option(
+        "--detector", type=click.Choice(DETECTORS), default=None, help="Which detector (default: DETECTOR, yolov5s)."
+    )(command)
