@@ -46,7 +46,6 @@ import time
 import uuid
 from collections.abc import Callable
 
-import numpy as np
 from PIL import Image
 
 DEFAULT_IMAGES = Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")) / "data" / "coco_dev" / "images"
@@ -147,12 +146,12 @@ def load_detector(weights_dir: Path) -> Callable[[bytes], float]:
     Returns a function timing one image; it is called right before each upload of the same
     photo, so load from other processes hits the baseline and the upload alike.
     """
-    from recommender.detection import create_detector
+    from recommender import bootstrap
+    from recommender.config import Settings
     from recommender.images import decode_image
 
-    detector = create_detector("yolov5s", weights_dir)
-    detector.load()
-    detector.detect(np.full((64, 64, 3), 114, dtype=np.uint8))  # warm-up, as the server does
+    detector = bootstrap.make_detector(Settings(weights_dir=weights_dir))
+    detector.load()  # with its warm-up, as the server does
 
     def detect_alone(data: bytes) -> float:
         started = time.perf_counter()

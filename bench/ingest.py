@@ -4,7 +4,7 @@ What it measures, all in one run on the same photos with one loaded detector:
 
 * ``detect-only`` (the baseline): the detector as ``create_detector`` makes it (runtime
   threads on all cores) on already-decoded pixels, one image at a time;
-* ``ingest-sqlite`` / ``ingest-postgresql``: ``RecommenderService.ingest_paths`` (the code
+* ``ingest-sqlite`` / ``ingest-postgresql``: ``Ingest.paths`` of the service ``bootstrap.build`` assembles (the code
   behind ``recommender ingest``) into a fresh database and media folder each: read, decode,
   hash, duplicate check, detect, atomic file write with fsync, one transaction per image,
   index update. Each service builds its detector as ``recommender ingest`` does (with
@@ -92,7 +92,7 @@ def run_ingest(service, chunk: list[Path]) -> tuple[list[float], Callable[[], No
             gaps.append(now - last)
             last = now
 
-        service.ingest_paths(chunk, progress=progress, clean_orphans=False)
+        service.ingest.paths(chunk, progress=progress, clean_orphans=False)
 
     return gaps, run
 
@@ -125,18 +125,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
+    from recommender import bootstrap
     from recommender.config import Settings
-    from recommender.detection import create_detector
-    from recommender.service import RecommenderService
 
     photos = sorted(args.images.glob("*.jpg"))
     if args.limit:
         photos = photos[: args.limit]
     if not photos:
         raise SystemExit(f"no .jpg photos in {args.images}")
-    detector = create_detector("yolov5s", args.weights_dir)
-    detector.load()
-    detector.detect(np.zeros((480, 640, 3), dtype=np.uint8))  # warm-up
+    detector = bootstrap.make_detector(Settings(weights_dir=args.weights_dir))
+    detector.load()  # includes the warm-up
     print(
         f"dataset: {args.images} ({len(photos)} photos, {args.rounds} rounds); detector yolov5s "
         f"runtime={detector.runtime} threads={detector.threads}; cpus={os.cpu_count()}; "
@@ -155,12 +153,10 @@ def main() -> None:
                     url, drop = fresh_postgres(args.postgres_url)
                     stack.callback(drop)
                 # The service's own detector set-up, exactly as `recommender ingest` gets it.
-                service = RecommenderService.from_settings(
-                    Settings(data_dir=tmp, database_url=url, weights_dir=args.weights_dir, workers=workers),
-                    migrate=True,
-                )
+                settings = Settings(data_dir=tmp, database_url=url, weights_dir=args.weights_dir, detect_threads=workers)
+                service = bootstrap.build(settings, migrate=True)
                 stack.callback(service.close)
-                service.detector(service.active_setting).detect(np.zeros((480, 640, 3), dtype=np.uint8))  # load, warm up
+                service.detectors.load(service.queries.status().detector)  # load and warm up
                 runners[f"ingest-{backend} (detect_workers={workers})"] = (
                     lambda chunk, service=service: run_ingest(service, chunk)
                 )

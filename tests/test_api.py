@@ -20,11 +20,12 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from conftest import _create_postgres_database
+from recommender import bootstrap
 from recommender.classes import CLASS_NAMES
 from recommender.config import Settings
 from recommender.detection import Detector, DetectorError, create_detector
 from recommender.detection.weights import fetch_yolov5
-from recommender.service import RecommenderService
+from recommender.service import Recommender
 from recommender.web import create_app
 
 ADMIN_TOKEN = "s3cret-admin-token"
@@ -51,13 +52,17 @@ def yolo(weights_dir: Path) -> Detector:
 class Api:
     app: Flask
     client: FlaskClient
-    service: RecommenderService
+    service: Recommender
     settings: Settings
     gallery: list[str]  # names of the ingested photos, in ingest order
 
     def media_files(self) -> set[Path]:
         root = self.settings.media_dir
-        return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+        return {p for p in root.rglob("*") if p.is_file() and p.parent.name != "locks"} if root.exists() else set()
+
+    def url(self, name: str) -> str:
+        """The versioned URL of a stored photo, as the API hands it out."""
+        return self.client.get(f"/images/{name}/detections").get_json()["url"]
 
 
 def make_api(
@@ -66,8 +71,8 @@ def make_api(
     settings = Settings(
         data_dir=data_dir, database_url=database_url, max_upload_mb=MAX_UPLOAD_MB, admin_token=ADMIN_TOKEN
     ).with_overrides(**overrides)
-    service = RecommenderService.from_settings(settings, migrate=True, detector_factory=lambda _name: detector)
-    summary = service.ingest_paths(photos)
+    service = bootstrap.build(settings, migrate=True, detector_factory=lambda _name: detector)
+    summary = service.ingest.paths(photos)
     assert summary.ingested == len(photos), summary.failed
     app = create_app(settings, service, background=False)
     return Api(app, app.test_client(), service, settings, [p.name for p in photos])
@@ -158,7 +163,7 @@ def test_upload_stores_the_photo_and_answers_detections_and_similar_photos(fresh
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     assert body["name"] == new_photo.name and body["duplicate"] is False
-    assert response.headers["Location"].endswith(f"/images/{new_photo.name}")
+    assert response.headers["Location"] == body["url"] and body["url"].startswith(f"/images/{new_photo.name}?v=")
     assert body["detector"] == "yolov5s"
     with Image.open(new_photo) as image:
         assert (body["width"], body["height"]) == image.size
@@ -179,7 +184,8 @@ def test_upload_stores_the_photo_and_answers_detections_and_similar_photos(fresh
     for result in similar["results"]:
         assert set(result["shared_classes"]) <= query_classes
         assert set(result["shared_classes"]) <= set(result["classes"])
-        assert result["url"] == f"/images/{result['name']}" and result["thumb_url"] == f"/images/{result['name']}/thumb"
+        assert result["url"].startswith(f"/images/{result['name']}?v=")
+        assert result["thumb_url"].startswith(f"/images/{result['name']}/thumb?v=")
         assert result["why"]
         shares = [c["share"] for c in result["contributions"]]
         assert shares == sorted(shares, reverse=True) and all(0 < v <= 1 for v in shares)
@@ -188,13 +194,13 @@ def test_upload_stores_the_photo_and_answers_detections_and_similar_photos(fresh
     # The photo is now part of the collection: its original comes back byte for byte.
     original = api.client.get(body["url"])
     assert original.status_code == 200 and original.data == data
-    assert api.service.count() == GALLERY_SIZE + 1
+    assert api.service.queries.count() == GALLERY_SIZE + 1
     assert api.client.get("/healthz").get_json()["images"] == GALLERY_SIZE + 1
 
 
 def test_uploading_the_same_bytes_again_returns_the_existing_image(api: Api) -> None:
     existing = api.gallery[0]
-    data = (api.service.original_path(existing)[0]).read_bytes()
+    data = api.service.queries.original(existing).path.read_bytes()
     files_before = api.media_files()
 
     response = upload(api.client, data, "another-name.jpg")
@@ -204,7 +210,7 @@ def test_uploading_the_same_bytes_again_returns_the_existing_image(api: Api) -> 
     assert body["name"] == existing and body["duplicate"] is True
     assert body["detections"] and body["similar"]["query"] == existing
     assert existing not in {r["name"] for r in body["similar"]["results"]}
-    assert api.service.count() == GALLERY_SIZE
+    assert api.service.queries.count() == GALLERY_SIZE
     assert api.media_files() == files_before
 
 
@@ -227,7 +233,7 @@ def test_rejected_uploads_answer_json_errors_and_leave_nothing_behind(api: Api, 
     missing_field = api.client.post("/upload_file", data={"other": "x"}, content_type="multipart/form-data")
     assert_error(missing_field, 400, "missing_file")
 
-    assert api.service.count() == GALLERY_SIZE
+    assert api.service.queries.count() == GALLERY_SIZE
     assert api.media_files() == files_before
 
 
@@ -278,7 +284,7 @@ def test_random_picks_images_of_the_collection(api: Api) -> None:
     one = api.client.get("/random")
     assert one.status_code == 200 and one.headers["Cache-Control"] == "no-store"
     body = one.get_json()
-    assert body["name"] in api.gallery and body["url"] == f"/images/{body['name']}"
+    assert body["name"] in api.gallery and body["url"].startswith(f"/images/{body['name']}?v=")
 
     grid = api.client.get("/random?n=3").get_json()["images"]
     assert len(grid) == 3 and len({g["name"] for g in grid}) == 3 and {g["name"] for g in grid} <= set(api.gallery)
@@ -302,19 +308,28 @@ def test_random_on_an_empty_collection_says_how_to_fill_it(database_url: str, tm
 # ----------------------------------------------------------------------------- files
 
 
-def test_original_is_served_with_its_type_and_permanent_caching(api: Api, gallery_photos: list[Path]) -> None:
+def test_original_is_served_with_its_type_and_cached_for_good_only_under_its_versioned_url(
+    api: Api, gallery_photos: list[Path]
+) -> None:
     photo = gallery_photos[1]
     data = photo.read_bytes()
-    response = api.client.get(f"/images/{photo.name}")
+    etag = hashlib.sha256(data).hexdigest()
+    url = api.url(photo.name)
+    assert url == f"/images/{photo.name}?v={etag[:16]}"
+    response = api.client.get(url)
     assert response.status_code == 200 and response.data == data
     assert response.mimetype == "image/jpeg"
-    etag = hashlib.sha256(data).hexdigest()
     assert response.headers["ETag"].strip('"') == etag
     cache = response.headers["Cache-Control"]
     assert "immutable" in cache and "max-age=31536000" in cache
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    # The bare name, or a stale version, may serve other bytes one day: revalidate every time.
+    for other in (f"/images/{photo.name}", f"/images/{photo.name}?v=0123456789abcdef"):
+        bare = api.client.get(other)
+        assert bare.data == data and "immutable" not in bare.headers["Cache-Control"]
+        assert "no-cache" in bare.headers["Cache-Control"]
 
-    again = api.client.get(f"/images/{photo.name}", headers={"If-None-Match": f'"{etag}"'})
+    again = api.client.get(url, headers={"If-None-Match": f'"{etag}"'})
     assert again.status_code == 304 and again.data == b""
 
 
@@ -350,7 +365,7 @@ def test_detections_give_boxes_inside_the_photo(api: Api, coco_dev_labels: dict[
 def test_delete_needs_the_admin_token(fresh_api: Api) -> None:
     api = fresh_api
     victim = api.gallery[3]
-    path = api.service.original_path(victim)[0]
+    path = api.service.queries.original(victim).path
 
     assert_error(api.client.delete(f"/images/{victim}"), 401, "unauthorized")
     assert_error(api.client.delete(f"/images/{victim}", headers={"Authorization": "Basic abc"}), 401)
@@ -375,7 +390,7 @@ def test_delete_is_disabled_without_a_configured_token(database_url: str, tmp_pa
             "deletion_disabled",
         )
         assert "ADMIN_TOKEN" in error["message"]
-        assert api.service.count() == 1
+        assert api.service.queries.count() == 1
     finally:
         api.service.close()
 
@@ -386,8 +401,8 @@ def test_delete_is_disabled_without_a_configured_token(database_url: str, tmp_pa
 def test_healthz_is_503_until_the_service_is_loaded(database_url: str, tmp_path: Path, yolo: Detector,
                                                     gallery_photos: list[Path]) -> None:
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
-    service = RecommenderService.from_settings(settings, migrate=True, detector_factory=lambda _name: yolo)
-    service.ingest_paths(gallery_photos[:2])
+    service = bootstrap.build(settings, migrate=True, detector_factory=lambda _name: yolo)
+    service.ingest.paths(gallery_photos[:2])
     app = create_app(settings, service, start=False)
     client = app.test_client()
     try:

@@ -371,16 +371,13 @@ def test_the_page_waits_for_a_server_that_is_still_loading(browser, tmp_path: Pa
                                                             coco_dev_images: list[Path], artifacts: Path) -> None:
     from werkzeug.serving import make_server
 
+    from recommender import bootstrap
     from recommender.config import Settings
-    from recommender.detection import create_detector
-    from recommender.service import RecommenderService
     from recommender.web import create_app
 
     settings = Settings(data_dir=tmp_path / "data", weights_dir=weights_dir)
-    service = RecommenderService.from_settings(
-        settings, detector_factory=lambda name: create_detector(name, weights_dir)
-    )
-    service.ingest_paths(coco_dev_images[:3])
+    service = bootstrap.build(settings)
+    service.ingest.paths(coco_dev_images[:3])
     app = create_app(settings, service, start=False)  # up, but not ready: /healthz says 503
     http_server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http_server.serve_forever, daemon=True)

@@ -257,17 +257,16 @@ def test_the_service_ranks_exactly_as_the_evaluation_does(
     yolo_weights: Path, coco_dev_images: list[Path], tmp_path: Path
 ) -> None:
     # The numbers `recommender eval` reports are only the service's if both rank alike.
+    from recommender import bootstrap
     from recommender.config import Settings
-    from recommender.service import RecommenderService
 
     settings = Settings(data_dir=tmp_path / "data", weights_dir=yolo_weights)
-    with RecommenderService.from_settings(settings) as service:
-        service.ingest_paths(coco_dev_images[:12])
-        ids, raw = service.repository.vectors(service.active_detector)
-        names = [service.repository.get_by_id(int(i)).name for i in ids]
+    with bootstrap.build(settings) as service:
+        service.ingest.paths(coco_dev_images[:12])
+        names, raw = service.queries.stored_vectors()
         expected = rank_gallery(names, raw, k=11)
         for name in names:
-            page = service.similar_to_image(name, page=1, per_page=11)
+            page = service.queries.similar(name, page=1, per_page=11)
             assert [r.name for r in page.results] == expected[name], name
 
 

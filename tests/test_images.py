@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recommender.formats import FORMATS
 from recommender.images import (
-    SUPPORTED_FORMATS,
     CorruptImageError,
     DecodedImage,
     FileTooLargeError,
@@ -242,7 +242,7 @@ def test_unreadable_paths_raise_oserror(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- sniffing
 
 
-@pytest.mark.parametrize("fmt", sorted(SUPPORTED_FORMATS))
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_sniff_format_recognises_each_supported_format(fmt: str) -> None:
     assert sniff_format(encode(solid("RGB", RED), fmt)) == fmt
 
@@ -282,7 +282,7 @@ def test_each_format_decodes_to_the_right_colour(fmt: str, params: dict, toleran
     decoded = decode_image(encode(solid("RGB", RED, (24, 16)), fmt, **params))
     assert decoded.rgb.shape == (16, 24, 3) and decoded.rgb.dtype == np.uint8
     assert (decoded.width, decoded.height) == (24, 16)
-    assert decoded.format == fmt and decoded.mime == SUPPORTED_FORMATS[fmt]
+    assert decoded.format == fmt and decoded.mime == FORMATS[fmt].mime
     assert_uniform(decoded, RED, tolerance)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,19 +13,23 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import IntegrityError
 
 from recommender.classes import NUM_CLASSES
 from recommender.detection import Detections
 from recommender.storage import (
+    ContentExists,
+    DetectorChanged,
     MediaStore,
+    NameTaken,
     NewImage,
     Repository,
     SchemaError,
+    VectorsMissing,
     check_schema,
     create_database_engine,
     upgrade,
 )
+from recommender.storage.migrate import head_revision
 from recommender.storage.names import base_name, with_suffix
 from recommender.storage.schema import metadata
 
@@ -92,19 +97,46 @@ def test_a_new_database_is_reported_unmigrated_with_the_command_to_run(database_
 
 def test_migrations_create_exactly_the_schema_the_code_uses(engine) -> None:
     check_schema(engine)  # at head now
-    assert {"images", "detections", "vectors", "state"} <= set(inspect(engine).get_table_names())
+    assert {"images", "detections", "vectors", "state", "changes"} <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []
     # Migrating again is a no-op.
-    assert upgrade(engine) == "0001"
+    assert upgrade(engine) == head_revision()
+
+
+def test_upgrading_a_0001_database_keeps_every_row_and_renames_maskrcnn(database_url: str) -> None:
+    engine = create_database_engine(database_url)
+    try:
+        upgrade(engine, "0001")
+        vector = _vector(1)
+        blob = vector.tobytes() if engine.dialect.name == "sqlite" else vector.tolist()
+        with engine.begin() as conn:
+            for i in (1, 2, 3):
+                conn.execute(
+                    text("INSERT INTO images (id, name, sha256, width, height, format, mime, size_bytes, created_at) "
+                         "VALUES (:id, :name, :sha, 640, 480, 'JPEG', 'image/jpeg', 1, CURRENT_TIMESTAMP)"),
+                    {"id": i, "name": f"{i}.jpg", "sha": _sha(i)},
+                )
+                conn.execute(text("INSERT INTO detections (image_id, detector, class_id, score, x1, y1, x2, y2) "
+                                  "VALUES (:id, 'maskrcnn-coco', 1, 0.9, 0, 0, 1, 1)"), {"id": i})
+                conn.execute(text('INSERT INTO vectors (image_id, detector, "values") VALUES (:id, \'maskrcnn-coco\', :v)'),
+                             {"id": i, "v": blob})
+            conn.execute(text("INSERT INTO state (key, value) VALUES ('active_detector', 'maskrcnn')"))
+        assert upgrade(engine) == head_revision()
+        repo = Repository(engine)
+        # Rebuilding the images table (SQLite) must not cascade into detections and vectors.
+        assert repo.count() == 3 and repo.detectors() == {"maskrcnn": 3}
+        assert len(repo.detections_of(2, "maskrcnn")) == 1
+        assert np.array_equal(repo.vector(3, "maskrcnn"), vector)
+        assert repo.active_detector() == "maskrcnn"
+    finally:
+        engine.dispose()
 
 
 def test_vector_values_are_stored_as_real_array_on_postgresql_and_float32_blob_on_sqlite(engine, repo) -> None:
     vector = _vector(1)
-    with repo.transaction() as conn:
-        image = repo.add_image(conn, _new(1))
-        repo.put_vector(conn, image.id, "yolov5s", vector)
+    image = _store(repo, 1, vector=vector)
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             udt = conn.execute(
@@ -127,17 +159,20 @@ def test_vector_values_are_stored_as_real_array_on_postgresql_and_float32_blob_o
 # --------------------------------------------------------------------------------- repository
 
 
+def _store(repo: Repository, i: int, *, name: str | None = None, detector: str = "yolov5s",
+           pairs: list[tuple[int, float]] | None = None, vector: np.ndarray | None = None):
+    repo.ensure_active(detector)
+    return repo.store_image(_new(i, name), detector, _detections(pairs or []), _vector(i) if vector is None else vector)
+
+
 def test_repository_round_trip(repo) -> None:
-    with repo.transaction() as conn:
-        first = repo.add_image(conn, _new(1))
-        repo.add_detections(conn, first.id, "yolov5s", _detections([(1, 0.9), (62, 0.35), (1, 0.2)]))
-        repo.put_vector(conn, first.id, "yolov5s", _vector(1))
-    with repo.transaction() as conn:
-        second = repo.add_image(conn, _new(2))
+    first = _store(repo, 1, pairs=[(1, 0.9), (62, 0.35), (1, 0.2)])
+    second = _store(repo, 2)
 
     assert repo.get_by_name("000000000001.jpg") == first
     assert repo.get_by_sha256(_sha(2)) == second
     assert repo.get_by_id(first.id) == first
+    assert repo.get_many([second.id, 999_999, first.id]) == [second, first]
     assert repo.get_by_name("nope.jpg") is None
     assert first.created_at.tzinfo is not None
     assert repo.count() == 2
@@ -145,68 +180,60 @@ def test_repository_round_trip(repo) -> None:
     found = repo.detections_of(first.id, "yolov5s")
     assert [(d.class_id, round(d.score, 4)) for d in found] == [(1, 0.9), (62, 0.35), (1, 0.2)]
     assert found[0].box == (1.5, 2.5, 100.25, 200.75)
-    assert repo.detections_of(first.id, "maskrcnn-coco") == []
+    assert repo.detections_of(first.id, "maskrcnn") == []
 
     summaries = repo.summaries([second.id, first.id, 999_999], "yolov5s", min_score=0.3)
     assert set(summaries) == {first.id, second.id}
     assert summaries[first.id].class_ids == (1, 62)  # 0.2 is below the threshold
+    assert summaries[first.id].sha256 == _sha(1)
     assert summaries[second.id].class_ids == ()
 
-    assert [r.id for r in repo.missing_vectors("yolov5s")] == [second.id]
-    assert [r.id for r in repo.missing_vectors("maskrcnn-coco")] == [first.id, second.id]
-    assert repo.detectors() == {"yolov5s": 1}
+    assert repo.missing_vectors("yolov5s") == []
+    assert [r.id for r in repo.missing_vectors("maskrcnn")] == [first.id, second.id]
+    assert repo.detectors() == {"yolov5s": 2}
     assert repo.existing_sha256([_sha(1), _sha(2), _sha(3)]) == {_sha(1), _sha(2)}
 
 
 def test_deleting_an_image_cascades_to_its_detections_and_vectors(engine, repo) -> None:
-    with repo.transaction() as conn:
-        image = repo.add_image(conn, _new(1))
-        repo.add_detections(conn, image.id, "yolov5s", _detections([(3, 0.8)]))
-        repo.put_vector(conn, image.id, "yolov5s", _vector(1))
-        repo.put_vector(conn, image.id, "other", _vector(2))
-    with repo.transaction() as conn:
-        assert repo.delete_image(conn, image.id) is True
-    with repo.transaction() as conn:
-        assert repo.delete_image(conn, image.id) is False
+    image = _store(repo, 1, pairs=[(3, 0.8)])
+    assert repo.store_vector(image.id, "other", _detections([(4, 0.5)]), _vector(2))
+    assert repo.delete_image(image.id) is True
+    assert repo.delete_image(image.id) is False
+    assert repo.store_vector(image.id, "other", _detections([]), _vector(2)) is False  # gone: nothing stored
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM detections")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM vectors")).scalar_one() == 0
     assert repo.count() == 0
 
 
-def test_a_failed_transaction_leaves_no_rows(repo) -> None:
-    with pytest.raises(RuntimeError):
-        with repo.transaction() as conn:
-            image = repo.add_image(conn, _new(1))
-            repo.add_detections(conn, image.id, "yolov5s", _detections([(3, 0.8)]))
-            raise RuntimeError("something failed before the vector was written")
-    assert repo.count() == 0
-    assert repo.get_by_sha256(_sha(1)) is None
-
-
-def test_names_and_hashes_are_unique(repo) -> None:
-    with repo.transaction() as conn:
-        repo.add_image(conn, _new(1, name="a.jpg"))
-    with pytest.raises(IntegrityError):
-        with repo.transaction() as conn:
-            repo.add_image(conn, _new(2, name="a.jpg"))
-    with pytest.raises(IntegrityError):
-        with repo.transaction() as conn:
-            repo.add_image(conn, _new(1, name="b.jpg"))
-    assert repo.count() == 1
+def test_conflicting_writes_are_refused_and_leave_no_rows(repo) -> None:
+    _store(repo, 1, name="a.jpg")
+    with pytest.raises(NameTaken):
+        _store(repo, 2, name="a.jpg")
+    with pytest.raises(ContentExists) as exists:
+        _store(repo, 1, name="b.jpg")
+    assert exists.value.existing.name == "a.jpg"
+    # Detected with a detector the collection no longer uses: refused, nothing half-written.
+    with pytest.raises(DetectorChanged):
+        repo.store_image(_new(3), "maskrcnn", _detections([(3, 0.8)]), _vector(3))
+    with pytest.raises(ValueError, match="81"):
+        repo.store_image(_new(4), "yolov5s", _detections([]), np.zeros(80, dtype=np.float32))
+    bad = _vector(5)
+    bad[3] = np.nan
+    with pytest.raises(ValueError):
+        repo.store_image(_new(5), "yolov5s", _detections([]), bad)
+    assert repo.count() == 1 and repo.get_by_sha256(_sha(3)) is None
+    assert repo.feed_head() == 2  # the activation and the one image
 
 
 def test_vectors_of_two_detectors_for_the_same_images_never_mix(repo) -> None:
-    stored: dict[str, dict[int, np.ndarray]] = {"yolov5s": {}, "maskrcnn-coco": {}}
-    with repo.transaction() as conn:
-        for i in range(5):
-            image = repo.add_image(conn, _new(i))
-            for offset, detector in enumerate(stored):
-                if detector == "maskrcnn-coco" and i == 4:
-                    continue  # one image not yet reindexed for the second detector
-                vector = _vector(100 * offset + i)
-                repo.put_vector(conn, image.id, detector, vector)
-                stored[detector][image.id] = vector
+    stored: dict[str, dict[int, np.ndarray]] = {"yolov5s": {}, "maskrcnn": {}}
+    for i in range(5):
+        image = _store(repo, i)
+        stored["yolov5s"][image.id] = _vector(i)
+        if i < 4:  # one image not yet reindexed for the second detector
+            repo.store_vector(image.id, "maskrcnn", _detections([]), _vector(100 + i))
+            stored["maskrcnn"][image.id] = _vector(100 + i)
     for detector, expected in stored.items():
         ids, matrix = repo.vectors(detector)
         assert ids.tolist() == sorted(expected)
@@ -214,31 +241,16 @@ def test_vectors_of_two_detectors_for_the_same_images_never_mix(repo) -> None:
             assert np.array_equal(row, expected[image_id])
     # Replacing one detector's vector leaves the other's alone.
     some_id = min(stored["yolov5s"])
-    with repo.transaction() as conn:
-        repo.put_vector(conn, some_id, "yolov5s", _vector(999))
+    repo.store_vector(some_id, "yolov5s", _detections([]), _vector(999))
     assert np.array_equal(repo.vector(some_id, "yolov5s"), _vector(999))
-    assert np.array_equal(repo.vector(some_id, "maskrcnn-coco"), stored["maskrcnn-coco"][some_id])
-
-
-def test_a_vector_must_have_81_finite_values(repo) -> None:
-    with repo.transaction() as conn:
-        image = repo.add_image(conn, _new(1))
-    with pytest.raises(ValueError, match="81"):
-        with repo.transaction() as conn:
-            repo.put_vector(conn, image.id, "yolov5s", np.zeros(80, dtype=np.float32))
-    bad = np.zeros(NUM_CLASSES, dtype=np.float32)
-    bad[3] = np.nan
-    with pytest.raises(ValueError):
-        with repo.transaction() as conn:
-            repo.put_vector(conn, image.id, "yolov5s", bad)
+    assert np.array_equal(repo.vector(some_id, "maskrcnn"), stored["maskrcnn"][some_id])
+    assert repo.vectors_of([some_id, 999_999], "maskrcnn").keys() == {some_id}
 
 
 def test_random_ids_are_distinct_existing_images_and_reach_all_of_them(repo) -> None:
-    with repo.transaction() as conn:
-        ids = [repo.add_image(conn, _new(i)).id for i in range(40)]
-    with repo.transaction() as conn:  # holes in the id range, as after deletions
-        for image_id in ids[5:30]:
-            repo.delete_image(conn, image_id)
+    ids = [_store(repo, i).id for i in range(40)]
+    for image_id in ids[5:30]:  # holes in the id range, as after deletions
+        repo.delete_image(image_id)
     alive = set(ids[:5] + ids[30:])
     seen: set[int] = set()
     for _ in range(60):
@@ -250,13 +262,65 @@ def test_random_ids_are_distinct_existing_images_and_reach_all_of_them(repo) -> 
     assert sorted(repo.random_ids(100)) == sorted(alive)  # asking for more returns all
 
 
-def test_state_values_persist_and_can_be_replaced(repo) -> None:
-    assert repo.get_state("active_detector") is None
-    with repo.transaction() as conn:
-        repo.set_state(conn, "active_detector", "yolov5s")
-    with repo.transaction() as conn:
-        repo.set_state(conn, "active_detector", "maskrcnn")
-    assert repo.get_state("active_detector") == "maskrcnn"
+# ---------------------------------------------------------------------------------- change feed
+
+
+def test_every_write_appends_to_the_feed_in_its_own_transaction(repo) -> None:
+    assert repo.active_detector() is None and repo.feed_head() == 0
+    assert repo.ensure_active("yolov5s") == "yolov5s"
+    assert repo.ensure_active("maskrcnn") == "yolov5s"  # the first one recorded counts
+    first = _store(repo, 1)
+    second = _store(repo, 2)
+    repo.store_vector(first.id, "maskrcnn", _detections([]), _vector(7))
+    repo.delete_image(second.id)
+    third = _store(repo, 3)
+    with pytest.raises(VectorsMissing):
+        repo.activate("maskrcnn")  # the third image has no maskrcnn vector yet: refused, nothing written
+    repo.store_vector(third.id, "maskrcnn", _detections([]), _vector(8))
+    repo.activate("maskrcnn")
+    changes, oldest = repo.feed_since(0, 100)
+    assert oldest == 1
+    assert [(c.seq, c.kind, c.image_id, c.detector) for c in changes] == [
+        (1, "activate", None, "yolov5s"),
+        (2, "vector", first.id, "yolov5s"),
+        (3, "vector", second.id, "yolov5s"),
+        (4, "vector", first.id, "maskrcnn"),
+        (5, "delete", second.id, None),
+        (6, "vector", third.id, "yolov5s"),
+        (7, "vector", third.id, "maskrcnn"),
+        (8, "activate", None, "maskrcnn"),
+    ]
+    assert repo.feed_since(3, 1)[0][0].seq == 4
+    assert repo.active_detector() == "maskrcnn"
+
+
+def test_image_ids_are_never_reused_after_a_delete(repo) -> None:
+    first = _store(repo, 1)
+    last = _store(repo, 2)
+    repo.delete_image(last.id)  # the highest id: SQLite without AUTOINCREMENT would hand it out again
+    assert _store(repo, 3).id > last.id > first.id
+
+
+def test_feed_numbers_follow_commit_order_under_concurrent_writers(repo) -> None:
+    repo.ensure_active("yolov5s")
+    errors: list[BaseException] = []
+
+    def writer(start: int) -> None:
+        try:
+            for i in range(start, start + 15):
+                repo.store_image(_new(i), "yolov5s", _detections([(1, 0.5)]), _vector(i))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(100 * k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    changes, _oldest = repo.feed_since(0, 1000)
+    assert [c.seq for c in changes] == list(range(1, 62))  # no gap, no repeat
+    assert sorted(c.image_id for c in changes[1:]) == sorted(repo.vectors("yolov5s")[0].tolist())
 
 
 # ------------------------------------------------------------------------------- media store

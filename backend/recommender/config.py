@@ -1,19 +1,32 @@
 """Settings read from environment variables, each with a default that works offline.
 
-The CLI's options override these; nothing else in the package reads the environment.
+The CLI's options override them; nothing else in the package reads the environment. Names
+(detector, profile, index kind) are checked against their registries by ``bootstrap``, so this
+module needs nothing but the standard library. Every
+path is made absolute when a ``Settings`` is created, against the working directory of that
+moment, so nothing downstream depends on where a later call happens to run (Flask, for one,
+resolves relative paths against the package folder).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-
-DETECTORS = ("yolov5s", "maskrcnn")
 
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot use."""
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _default_detect_threads() -> int:
+    # Two detections at once keep both cores of a small machine busy; more only queue.
+    return max(1, min(2, _cores()))
 
 
 def _int(env: dict[str, str], key: str, default: int, minimum: int = 1) -> int:
@@ -29,67 +42,103 @@ def _int(env: dict[str, str], key: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _path(raw: str | None) -> Path | None:
+    return Path(raw) if raw else None
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else Path(os.path.abspath(os.path.expanduser(path)))
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     database_url: str = ""  # empty: SQLite file inside data_dir
     weights_dir: Path | None = None  # None: data_dir / "weights"
     detector: str = "yolov5s"
-    images_dir: Path | None = None
-    frontend_dir: Path | None = None  # None: the checkout's frontend/ folder
+    detect_profile: str = "balanced"
+    images_dir: Path | None = None  # None: data_dir / "images"
+    frontend_dir: Path | None = None  # None: the page shipped inside the package
     host: str = "127.0.0.1"
     port: int = 5000
     admin_token: str | None = None
     max_upload_mb: int = 20
     page_size: int = 30
-    workers: int = field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)))
+    detect_threads: int = _default_detect_threads()
+    web_workers: int = 2
+    index: str = "exact"
+    broker_url: str | None = None
+    worker_concurrency: int = _default_detect_threads()
 
     def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise SettingsError(f"DETECTOR must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_dir") and value is not None:
+                object.__setattr__(self, f.name, _absolute(Path(value)))
         if not 1 <= self.page_size <= 100:
             raise SettingsError(f"PAGE_SIZE must be between 1 and 100, got {self.page_size}")
+        for name in ("detect_threads", "web_workers", "worker_concurrency", "max_upload_mb"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'recommender.sqlite3').resolve()}"
+        return f"sqlite:///{self.data_dir / 'recommender.sqlite3'}"
 
     @property
     def resolved_weights_dir(self) -> Path:
         return self.weights_dir if self.weights_dir is not None else self.data_dir / "weights"
 
     @property
+    def resolved_images_dir(self) -> Path:
+        return self.images_dir if self.images_dir is not None else self.data_dir / "images"
+
+    @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Index snapshots, one folder per detector (a cache: the database is the truth)."""
+        return self.data_dir / "index"
 
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored (unset CLI options)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        data_dir = Path(env.get("DATA_DIR") or "data")
-        weights = env.get("WEIGHTS_DIR")
-        images = env.get("IMAGES_DIR")
-        frontend = env.get("FRONTEND_DIR")
         return cls(
-            data_dir=data_dir,
+            data_dir=Path(env.get("DATA_DIR") or "data"),
             database_url=env.get("DATABASE_URL", ""),
-            weights_dir=Path(weights) if weights else None,
+            weights_dir=_path(env.get("WEIGHTS_DIR")),
             detector=env.get("DETECTOR") or "yolov5s",
-            images_dir=Path(images) if images else None,
-            frontend_dir=Path(frontend) if frontend else None,
+            detect_profile=env.get("DETECT_PROFILE") or "balanced",
+            images_dir=_path(env.get("IMAGES_DIR")),
+            frontend_dir=_path(env.get("FRONTEND_DIR")),
             host=env.get("HOST") or "127.0.0.1",
-            port=_int(env, "PORT", 5000),
+            port=_int(env, "PORT", 5000, minimum=0),
             admin_token=env.get("ADMIN_TOKEN") or None,
             max_upload_mb=_int(env, "MAX_UPLOAD_MB", 20),
             page_size=_int(env, "PAGE_SIZE", 30),
-            workers=_int(env, "WORKERS", max(1, min(2, os.cpu_count() or 1))),
+            detect_threads=_detect_threads(env),
+            web_workers=_int(env, "WEB_WORKERS", 2),
+            index=env.get("INDEX") or "exact",
+            broker_url=env.get("BROKER_URL") or None,
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", _default_detect_threads()),
         )
+
+
+def _detect_threads(env: dict[str, str]) -> int:
+    if not env.get("DETECT_THREADS") and env.get("WORKERS"):
+        # WORKERS was the old name; it read like "web processes", which it never was.
+        warnings.warn("WORKERS is deprecated: use DETECT_THREADS (detections at once)", DeprecationWarning, stacklevel=3)
+        return _int(env, "WORKERS", _default_detect_threads())
+    return _int(env, "DETECT_THREADS", _default_detect_threads())

@@ -36,8 +36,9 @@ from PIL import (  # noqa: F401  (imported for their registration side effect)
     WebPImagePlugin,
 )
 
+from .formats import FORMAT_LIST, FORMATS
+
 __all__ = [
-    "SUPPORTED_FORMATS",
     "CorruptImageError",
     "DecodedImage",
     "FileTooLargeError",
@@ -50,16 +51,6 @@ __all__ = [
     "thumbnail_jpeg",
 ]
 
-SUPPORTED_FORMATS: dict[str, str] = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-}
-
-_FORMAT_LIST = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 _DEFAULT_MAX_PIXELS = 50_000_000
 _EXIF_ORIENTATION_TAG = 0x0112
 
@@ -159,8 +150,9 @@ def _describe_unsupported(data: bytes) -> str:
     stripped = head.lstrip()
     for offset, magic, name in _KNOWN_UNSUPPORTED:
         if head[offset : offset + len(magic)] == magic or (name == "SVG" and stripped.startswith(b"<?xml")):
-            return f"This is a {name} file, which is not supported; please upload a {_FORMAT_LIST} image."
-    return f"The file is not a supported image; please upload a {_FORMAT_LIST} image."
+            article = "an" if name in ("SVG", "AVIF") else "a"  # by sound: "an SVG", "a PDF"
+            return f"This is {article} {name} file, which is not supported; please upload a {FORMAT_LIST} image."
+    return f"The file is not a supported image; please upload a {FORMAT_LIST} image."
 
 
 # --------------------------------------------------------------------------- limits
@@ -318,7 +310,7 @@ def decode_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int =
     if fmt is None:
         raise NotAnImageError(_describe_unsupported(data))
     limit = _effective_pixel_limit(max_pixels)
-    label = "WebP" if fmt == "WEBP" else fmt
+    label = FORMATS[fmt].label
 
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
@@ -343,7 +335,7 @@ def decode_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int =
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise CorruptImageError(f"The {label} image decoded to an unexpected pixel layout {rgb.shape}.")
     height, width = rgb.shape[:2]
-    return DecodedImage(rgb=rgb, width=int(width), height=int(height), format=fmt, mime=SUPPORTED_FORMATS[fmt])
+    return DecodedImage(rgb=rgb, width=int(width), height=int(height), format=fmt, mime=FORMATS[fmt].mime)
 
 
 def _error_from_pillow(data: bytes, fmt: str, label: str, exc: Exception) -> ImageError:
@@ -422,6 +414,6 @@ def thumbnail_jpeg(rgb: np.ndarray, max_side: int = 320, quality: int = 85) -> b
 
 # Checked once at import: a Pillow built without one of these codecs should fail loudly here,
 # not as a puzzling "cannot decode" on the first WebP upload.
-_missing = [name for name in SUPPORTED_FORMATS if name not in Image.OPEN]
+_missing = [name for name in FORMATS if name not in Image.OPEN]
 if _missing:  # pragma: no cover - depends on how Pillow was built
     raise ImportError(f"Pillow was built without support for {', '.join(_missing)}; reinstall Pillow with those codecs")

@@ -7,7 +7,16 @@ import click
 from ..config import Settings, SettingsError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        # A setting with an unusable value is the user's to fix: one line, not a traceback.
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Image recommendation service: ingest photos, find similar ones, serve the page."""

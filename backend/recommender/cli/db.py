@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from .. import bootstrap
 from ..config import Settings, SettingsError
-from ..service import RecommenderService, ServiceError
+from ..service import Recommender, ServiceError, first_line
 from ..storage import DatabaseURLError, SchemaError, create_database_engine
 from ..storage.migrate import current_revision, head_revision, upgrade
 from . import main
@@ -41,20 +42,18 @@ def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def open_service(settings: Settings) -> RecommenderService:
-    """The service, or a one-line error for the user (bad URL, database down, not migrated)."""
+def open_service(settings: Settings) -> Recommender:
+    """The service, or a one-line error for the user (bad setting or URL, database down, not migrated)."""
     from sqlalchemy.exc import DBAPIError
 
     try:
-        return RecommenderService.from_settings(settings)
+        return bootstrap.build(settings)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
     except (SchemaError, DatabaseURLError, ServiceError) as exc:
         raise click.ClickException(str(exc)) from None
     except DBAPIError as exc:
-        raise click.ClickException(f"cannot use the database: {_first_line(exc.orig or exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise click.ClickException(f"cannot use the database: {first_line(exc.orig or exc)}") from None
 
 
 @main.group("db")
@@ -68,16 +67,15 @@ def db_upgrade(settings: Settings) -> None:
     """Apply the database migrations (creates the tables on a new database)."""
     from sqlalchemy.exc import DBAPIError
 
-    url = settings.resolved_database_url
     try:
-        engine = create_database_engine(url)
+        engine = create_database_engine(settings.resolved_database_url)
     except DatabaseURLError as exc:
         raise click.ClickException(str(exc)) from None
     try:
         before = current_revision(engine)
         after = upgrade(engine)
     except (SchemaError, DBAPIError) as exc:
-        raise click.ClickException(f"migration failed: {_first_line(getattr(exc, 'orig', None) or exc)}") from None
+        raise click.ClickException(f"migration failed: {first_line(getattr(exc, 'orig', None) or exc)}") from None
     finally:
         engine.dispose()
     where = engine.url.render_as_string(hide_password=True)
@@ -100,7 +98,7 @@ def db_current(settings: Settings) -> None:
         finally:
             engine.dispose()
     except (DatabaseURLError, DBAPIError) as exc:
-        raise click.ClickException(_first_line(getattr(exc, "orig", None) or exc)) from None
+        raise click.ClickException(first_line(getattr(exc, "orig", None) or exc)) from None
     click.echo(f"current: {current or 'none (run `recommender db upgrade`)'}")
     click.echo(f"head:    {head_revision()}")
 
@@ -117,5 +115,5 @@ def db_current(settings: Settings) -> None:
 def db_clean_media(settings: Settings, older_than: float) -> None:
     """Remove media files that no image row owns (left behind by a killed ingest)."""
     with open_service(settings) as service:
-        removed = service.clean_orphans(older_than=older_than)
+        removed = service.admin.clean_orphans(older_than=older_than)
     click.echo(f"Removed {removed} orphan file{'s' if removed != 1 else ''}.")

@@ -19,7 +19,7 @@ def delete(settings: Settings, names: tuple[str, ...]) -> None:
     with open_service(settings) as service:
         for name in names:
             try:
-                service.delete(name)
+                service.admin.delete(name)
             except NotFound as exc:
                 missing.append(exc.message)
                 continue

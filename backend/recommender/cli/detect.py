@@ -11,9 +11,10 @@ from typing import Any
 import click
 import numpy as np
 
+from .. import bootstrap
 from ..classes import class_name
 from ..config import Settings
-from ..detection import Detections, Detector, DetectorError, create_detector
+from ..detection import Detections, DetectorError
 from ..images import ImageError, read_image_file
 from . import main
 from .options import detector_options
@@ -93,15 +94,6 @@ def _file_error(path: Path, exc: Exception) -> tuple[str, str]:
     return "unreadable", getattr(exc, "strerror", None) or str(exc)
 
 
-def _detector(settings: Settings, threshold: float | None) -> Detector:
-    detector = create_detector(settings.detector, settings.resolved_weights_dir)
-    # A backend that thresholds its own boxes must not drop those the user asked to see.
-    own = getattr(detector, "score_threshold", None)
-    if threshold is not None and isinstance(own, float) and threshold < own:
-        detector.score_threshold = threshold  # type: ignore[attr-defined]
-    return detector
-
-
 @main.command("detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @detector_options
@@ -123,7 +115,7 @@ def detect(
 ) -> None:
     """Detect objects in IMAGE files; bad files are reported and skipped (exit status 1)."""
     settings: Settings = ctx.obj.with_overrides(detector=detector, weights_dir=weights_dir)
-    model = _detector(settings, threshold)
+    model = bootstrap.make_detector(settings, box_threshold=threshold)
     started = time.perf_counter()
     try:
         model.load()

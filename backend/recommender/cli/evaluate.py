@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..config import DETECTORS, Settings
+from ..config import Settings
+from ..detection import DETECTOR_NAMES
 from ..evaluation import (
     DEFAULT_K,
     EvaluationInputError,
@@ -32,7 +33,7 @@ from . import main
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help='Ground truth: JSON {"images": {file name: [category, ...]}} (coco_dev layout) or the bare mapping.',
 )
-@click.option("--detector", type=click.Choice(DETECTORS), default=None, help="Detector for an images folder (default: DETECTOR).")
+@click.option("--detector", type=click.Choice(DETECTOR_NAMES), default=None, help="Detector for an images folder (default: DETECTOR).")
 @click.option("--k", "k", type=click.IntRange(1, 100), default=DEFAULT_K, show_default=True, help="Cut-off of the metrics.")
 @click.option(
     "--ranking",
@@ -129,14 +130,12 @@ def _evaluate_images_dir(
 
     service = open_service(collection)
     try:
-        service.ingest_paths(files, progress=progress)
-        ids, raw = service.repository.vectors(service.active_detector)
-        stored = service.repository.summaries([int(i) for i in ids], service.active_detector, 1.0)
+        service.ingest.paths(files, progress=progress)
+        stored_names, raw = service.queries.stored_vectors()
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
     finally:
         bar.close()
         service.close()
-    keep = [i for i, image_id in enumerate(ids) if stored.get(int(image_id)) and stored[int(image_id)].name in file_of]
-    names = [file_of[stored[int(ids[i])].name] for i in keep]
-    return evaluate_vectors(names, np.asarray(raw)[keep], labels, k=k, ranking=RANKINGS[ranking])
+    keep = [i for i, name in enumerate(stored_names) if name in file_of]
+    return evaluate_vectors([file_of[stored_names[i]] for i in keep], np.asarray(raw)[keep], labels, k=k, ranking=RANKINGS[ranking])

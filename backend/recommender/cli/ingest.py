@@ -17,13 +17,14 @@ from .progress import ProgressBar
 
 
 @main.command("ingest")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any file could not be ingested.")
 @click.option(
     "--if-empty",
     is_flag=True,
-    help="Do nothing when the collection already holds images (first-start seeding).",
+    help="Do nothing when the collection already holds images (first-start seeding); without PATHS, "
+    "ingest IMAGES_DIR, and only if it exists.",
 )
 @database_options
 def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: bool, if_empty: bool) -> None:
@@ -33,14 +34,21 @@ def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: boo
     Safe to interrupt: every image is stored completely or not at all, and running the same
     command again finishes the job.
     """
+    if not paths:
+        if not if_empty:
+            raise click.UsageError("name the files or folders to ingest (or use --if-empty to seed from IMAGES_DIR)")
+        if not settings.resolved_images_dir.is_dir():
+            click.echo(f"IMAGES_DIR {settings.resolved_images_dir} does not exist; nothing to ingest.")
+            return
+        paths = (settings.resolved_images_dir,)
     progress = ProgressBar(quiet, counts=True)
     previous = signal.signal(signal.SIGTERM, _terminate)
     service = open_service(settings)
     try:
-        if if_empty and (held := service.count()):
+        if if_empty and (held := service.queries.count()):
             click.echo(f"The collection already holds {held} image{'s' if held != 1 else ''}; nothing ingested.")
             return
-        summary = service.ingest_paths(paths, progress=progress)
+        summary = service.ingest.paths(paths, progress=progress)
     except KeyboardInterrupt:
         click.echo(
             "Interrupted: every image stored so far is complete; run the same command again to finish.", err=True

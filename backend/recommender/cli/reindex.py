@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from ..config import DETECTORS, Settings
+from ..config import Settings
+from ..detection import DETECTOR_NAMES
 from ..service import ServiceError
 from . import main
 from .db import database_options, open_service
@@ -16,11 +17,11 @@ from .progress import ProgressBar
 @main.command("reindex")
 @click.option(
     "--detector",
-    type=click.Choice(DETECTORS),
+    type=click.Choice(DETECTOR_NAMES),
     default=None,
     help="Detector to compute vectors for (default: the one the index serves now).",
 )
-@click.option("--activate", is_flag=True, help="Afterwards, serve this detector's vectors (kept across restarts).")
+@click.option("--activate", is_flag=True, help="Afterwards, serve this detector's vectors (every running server follows).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @database_options
 def reindex(settings: Settings, detector: str | None, activate: bool, quiet: bool) -> None:
@@ -29,10 +30,10 @@ def reindex(settings: Settings, detector: str | None, activate: bool, quiet: boo
     Resumable: each image is saved as soon as it is done; run it again after an interruption.
     """
     progress = ProgressBar(quiet)
-
     with open_service(settings) as service:
         try:
-            result = service.reindex(detector, activate=activate, progress=progress)
+            result = service.admin.reindex(detector, activate=activate, progress=progress)
+            status = service.queries.status() if result.activated else None
         except ServiceError as exc:
             raise click.ClickException(exc.message) from None
         except KeyboardInterrupt:
@@ -40,11 +41,11 @@ def reindex(settings: Settings, detector: str | None, activate: bool, quiet: boo
             sys.exit(130)
         finally:
             progress.close()
-        active = service.active_detector
     click.echo(
         f"Computed {result.computed} of {result.missing} missing vector(s) for {result.detector}; "
         f"{len(result.failed)} failed."
     )
     for name, reason in result.failed:
         click.echo(f"  {name}: {reason}", err=True)
-    click.echo(f"The index serves {active} ({result.indexed} image{'s' if result.indexed != 1 else ''}).")
+    if status is not None:
+        click.echo(f"The collection now uses {status.detector} ({status.indexed} image{'s' if status.indexed != 1 else ''} indexed).")

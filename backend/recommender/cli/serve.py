@@ -11,6 +11,7 @@ import click
 from gunicorn.app.base import BaseApplication
 
 from ..config import Settings
+from ..service import first_line
 from . import main
 from .db import database_options
 
@@ -37,11 +38,13 @@ class _Gunicorn(BaseApplication):
 @click.option("--host", default=None, help="Address to listen on (default: HOST or 127.0.0.1).")
 @click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port (default: PORT or 5000).")
 @click.option(
+    "--web-workers",
     "--workers",
-    default=1,
-    show_default=True,
+    "web_workers",
+    default=None,
     type=click.IntRange(1, 32),
-    help="Server processes. Each loads its own detector and index, so keep 1 unless memory allows.",
+    help="Web server processes (default: WEB_WORKERS, 2). Each loads its own detector; the index "
+    "snapshot is memory-mapped, so they share its pages. --workers is the deprecated old spelling.",
 )
 @click.option(
     "--threads", default=8, show_default=True, type=click.IntRange(1, 128), help="Request threads per process."
@@ -58,7 +61,7 @@ def serve(
     settings: Settings,
     host: str | None,
     port: int | None,
-    workers: int,
+    web_workers: int | None,
     threads: int,
     frontend_dir: Path | None,
     access_log: bool,
@@ -71,7 +74,9 @@ def serve(
     from ..web.app import configure_logging, create_app
     from ..web.frontend import FrontendMissingError, resolve_frontend_dir
 
-    settings = settings.with_overrides(host=host, port=port, frontend_dir=frontend_dir)
+    if "--workers" in sys.argv[1:]:
+        click.echo("serve --workers is deprecated: use --web-workers (DETECT_THREADS sets detections at once)", err=True)
+    settings = settings.with_overrides(host=host, port=port, frontend_dir=frontend_dir, web_workers=web_workers)
     try:
         page_dir = resolve_frontend_dir(settings.frontend_dir)
     except FrontendMissingError as exc:
@@ -97,7 +102,7 @@ def serve(
     bind_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     options: dict[str, Any] = {
         "bind": f"{bind_host}:{settings.port}",
-        "workers": workers,
+        "workers": settings.web_workers,
         "worker_class": "gthread",
         "threads": threads,
         # gthread workers heartbeat from their main loop, so a long detection does not count;
@@ -139,7 +144,6 @@ def _check_database(settings: Settings) -> None:
     except SchemaError as exc:
         raise click.ClickException(str(exc)) from None
     except DBAPIError as exc:
-        first = (str(exc.orig or exc).strip().splitlines() or ["unknown error"])[0]
-        raise click.ClickException(f"cannot use the database: {first}") from None
+        raise click.ClickException(f"cannot use the database: {first_line(exc.orig or exc)}") from None
     finally:
         engine.dispose()

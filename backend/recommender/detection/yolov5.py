@@ -236,12 +236,11 @@ class YoloV5Detector(Detector):
     """YOLOv5s trained on COCO. ``runtime``: ``auto`` (ONNX Runtime when the converted model
     exists, else TensorFlow), ``onnxruntime`` or ``tensorflow``."""
 
-    name = "yolov5s"
-
     def __init__(
         self,
         weights_dir: str | os.PathLike[str],
         *,
+        name: str = "yolov5s",
         runtime: str = "auto",
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         iou_threshold: float = DEFAULT_IOU_THRESHOLD,
@@ -250,7 +249,7 @@ class YoloV5Detector(Detector):
         rect: bool = True,
         input_size: int = DEFAULT_INPUT_SIZE,
     ) -> None:
-        super().__init__()
+        super().__init__(name)
         if runtime not in RUNTIMES:
             raise DetectorError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if not 0.0 < score_threshold <= 1.0:
@@ -285,10 +284,6 @@ class YoloV5Detector(Detector):
             self._run = _tensorflow_runner(weights.directory)
         if runtime == "tensorflow":
             self.rect, self.input_size = False, INPUT_SIZE
-        # One throw-away inference: runtimes allocate and pick kernels on the first call, which
-        # would otherwise make the first user-visible detection several times slower.
-        side = self.input_size
-        self._run(np.full((1, side, side, 3), PAD_VALUE / 255.0, dtype=np.float32))
         self.runtime = runtime
 
     def _detect(self, rgb: np.ndarray) -> Detections:

@@ -1,20 +1,38 @@
-"""Persistence: database engine and schema, the repository, migrations, and the media files."""
+"""Persistence: database engine and schema, the repository and its change feed, migrations, media files."""
 
 from .database import DatabaseURLError, create_database_engine
+from .feed import Change
 from .media import MediaFile, MediaStore
 from .migrate import SchemaError, check_schema, ensure_schema, upgrade
-from .repository import DetectionRecord, ImageRecord, ImageSummary, NewImage, Repository
+from .records import (
+    ContentExists,
+    DetectionRecord,
+    DetectorChanged,
+    ImageRecord,
+    ImageSummary,
+    NameTaken,
+    NewImage,
+    VectorsMissing,
+    WriteConflict,
+)
+from .repository import Repository
 
 __all__ = [
+    "Change",
+    "ContentExists",
     "DatabaseURLError",
     "DetectionRecord",
+    "DetectorChanged",
     "ImageRecord",
     "ImageSummary",
     "MediaFile",
     "MediaStore",
+    "NameTaken",
     "NewImage",
     "Repository",
     "SchemaError",
+    "VectorsMissing",
+    "WriteConflict",
     "check_schema",
     "create_database_engine",
     "ensure_schema",

@@ -14,6 +14,7 @@ The database is the source of truth: a file whose hash has no row is an orphan, 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import socket
@@ -23,15 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-# File extension used on disk for each Pillow format the images module accepts.
-EXTENSIONS: dict[str, str] = {
-    "JPEG": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "BMP": "bmp",
-    "TIFF": "tiff",
-}
+from ..formats import image_format
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_PREFIX = ".tmp-"
@@ -69,6 +62,25 @@ class MediaStore:
         return base / sha256[:2] / sha256[2:4]
 
     # -- writing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, sha256: str) -> Iterator[None]:
+        """Hold the lock of one content hash, across the processes of this machine.
+
+        Writing a file and committing its row, or deleting a row and then its file, are two
+        steps; without the lock an upload of the same bytes could commit its row between a
+        delete's two steps and be left with no file. 256 lock files (by the hash's first byte)
+        keep the folder small; two photos sharing one only wait for each other briefly.
+        """
+        self._shard(self.originals, sha256)  # validates the hash
+        path = self.root / "locks" / f"{sha256[:2]}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def put_original(self, sha256: str, fmt: str, data: bytes) -> Path:
         """Store ``data`` (whose SHA-256 the caller computed) and return its path.
 
@@ -174,10 +186,7 @@ class MediaStore:
 
 
 def _extension(fmt: str) -> str:
-    try:
-        return EXTENSIONS[fmt.upper()]
-    except KeyError:
-        raise ValueError(f"no file extension known for image format {fmt!r}") from None
+    return image_format(fmt).extension
 
 
 def _writer_is_dead(filename: str) -> bool:

@@ -1,10 +1,9 @@
-"""Apply and check the Alembic migrations in the repository's ``db/`` folder."""
+"""Apply and check the Alembic migrations shipped inside this package (``storage/migrations``)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -14,29 +13,17 @@ from sqlalchemy import Engine
 
 from .database import sqlite_path
 
-# backend/recommender/storage/migrate.py -> repository root
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+# A package resource, so an installed package finds its migrations wherever it runs from.
+SCRIPT_LOCATION = "recommender.storage:migrations"
 
 
 class SchemaError(RuntimeError):
     """The database schema is missing, out of date, or newer than this code."""
 
 
-def migrations_dir() -> Path:
-    """The ``db/`` folder holding alembic.ini and migrations/ (repository or working directory)."""
-    for candidate in (_REPO_ROOT / "db", Path.cwd() / "db"):
-        if (candidate / "migrations" / "env.py").is_file():
-            return candidate
-    raise SchemaError(
-        "the database migrations (db/migrations) were not found next to the package or in the "
-        "current directory; run the command from the repository root"
-    )
-
-
 def alembic_config() -> Config:
-    root = migrations_dir()
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     return config
 
 
@@ -55,10 +42,21 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine, revision: str = "head") -> str:
     """Migrate the database to ``revision``; safe when several processes do it at once."""
     config = alembic_config()
+    sqlite = engine.dialect.name == "sqlite"
     with _sqlite_file_lock(engine), engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
-        conn.commit()
+        if sqlite:
+            # Rebuilding a table (batch mode) drops the old one, and with foreign keys on, that
+            # drop would cascade into every detection and vector. The pragma only takes effect
+            # outside a transaction, so it comes before the migration's own.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+            conn.commit()
+        finally:
+            if sqlite:
+                conn.rollback()
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
     current = current_revision(engine)
     return current or ""
 

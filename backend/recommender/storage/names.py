@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import re
 
-from .media import EXTENSIONS
+from ..formats import FORMATS, image_format
 
 MAX_STEM = 100  # leaves room for a hash suffix and an extension inside the 255-character column
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-# Extensions a client may already use for each format; anything else gets the canonical one.
-_ACCEPTED_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "JPEG": ("jpg", "jpeg", "jpe"),
-    "PNG": ("png",),
-    "WEBP": ("webp",),
-    "GIF": ("gif",),
-    "BMP": ("bmp", "dib"),
-    "TIFF": ("tif", "tiff"),
-}
 
 
 def base_name(hint: str | None, fmt: str, sha256: str) -> str:
@@ -28,14 +18,14 @@ def base_name(hint: str | None, fmt: str, sha256: str) -> str:
     replaced (``photo.png`` holding JPEG bytes becomes ``photo.jpg``), and a missing or
     unrelated extension gets the canonical one appended.
     """
-    fmt = fmt.upper()
-    canonical = EXTENSIONS[fmt]
+    accepted = image_format(fmt).extensions
+    canonical = accepted[0]
     raw = (hint or "").replace("\\", "/").rsplit("/", 1)[-1]
     stem, dot, ext = raw.rpartition(".")
     ext = ext.lower()
     if not (dot and stem):
         stem, ext = raw, canonical
-    elif ext not in _ACCEPTED_EXTENSIONS.get(fmt, (canonical,)):
+    elif ext not in accepted:
         if not _is_image_extension(ext):
             stem = raw  # "scan.final" is part of the name, not a format claim
         ext = canonical
@@ -52,4 +42,14 @@ def with_suffix(name: str, sha256: str, length: int = 8) -> str:
 
 
 def _is_image_extension(ext: str) -> bool:
-    return any(ext in exts for exts in _ACCEPTED_EXTENSIONS.values())
+    return any(ext in f.extensions for f in FORMATS.values())
+
+
+def is_plausible_name(name: str) -> bool:
+    """Whether ``name`` could name an image at all; anything else is not found, without a query.
+
+    Names this module makes are 1-255 characters of [A-Za-z0-9._-]; older or imported ones
+    may hold other printable characters, so only what no name can contain is refused: control
+    characters (NUL among them, which PostgreSQL text cannot even hold) and excess length.
+    """
+    return 0 < len(name) <= 255 and not any(ord(ch) < 32 or ord(ch) == 127 for ch in name)

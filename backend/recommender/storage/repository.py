@@ -1,23 +1,35 @@
-"""Reads and writes of images, detections, vectors and state. Callers own the transactions.
+"""Reads and writes of images, detections, vectors, collection state and the change feed.
 
-Write methods take the ``Connection`` of a transaction opened with ``transaction()``, so the
-service can group an image, its detections and its vector into one commit. Read methods open
-their own short connection unless given one.
+Every write method is one transaction, and every write an index must know about appends to the
+change feed in that same transaction; so the feed and the tables can never disagree. Read
+methods open their own short connection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random as _random
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from ..classes import NUM_CLASSES
 from ..detection.base import Detections
+from . import feed
+from .records import (
+    ContentExists,
+    DetectionRecord,
+    DetectorChanged,
+    ImageRecord,
+    ImageSummary,
+    NameTaken,
+    NewImage,
+    VectorsMissing,
+)
 from .schema import detections as detections_t
 from .schema import images as images_t
 from .schema import state as state_t
@@ -25,250 +37,247 @@ from .schema import vectors as vectors_t
 
 # SQLite's default limit on bound parameters is 32766 (older builds 999); stay well below.
 _IN_CHUNK = 900
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    id: int
-    name: str
-    sha256: str
-    width: int
-    height: int
-    format: str
-    mime: str
-    size_bytes: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class NewImage:
-    name: str
-    sha256: str
-    width: int
-    height: int
-    format: str
-    mime: str
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class DetectionRecord:
-    class_id: int
-    score: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    """What a result list needs about an image: its name and the classes seen in it."""
-
-    id: int
-    name: str
-    class_ids: tuple[int, ...]  # sorted, distinct, above the caller's score threshold
+ACTIVE_DETECTOR = "active_detector"
+COLLECTION_ID = "collection_id"
 
 
 class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    # -- transactions -----------------------------------------------------------------------
-    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
-        """A connection in a transaction: committed on normal exit, rolled back on any exception."""
-        return self.engine.begin()
+    def close(self) -> None:
+        self.engine.dispose()
 
     @contextlib.contextmanager
-    def _reading(self, conn: Connection | None) -> Iterator[Connection]:
-        if conn is not None:
+    def _reading(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
             yield conn
-            return
-        with self.engine.connect() as own:
-            yield own
 
-    # -- writes -----------------------------------------------------------------------------
-    def add_image(self, conn: Connection, image: NewImage) -> ImageRecord:
-        created = datetime.now(timezone.utc)
-        values = {**image.__dict__, "created_at": created}
-        image_id = conn.execute(insert(images_t).values(**values)).inserted_primary_key[0]
-        return ImageRecord(id=int(image_id), created_at=created, **image.__dict__)
+    # -- writes (one transaction each) ------------------------------------------------------
+    def store_image(self, image: NewImage, detector: str, found: Detections, vector: np.ndarray) -> ImageRecord:
+        """Add an image with its detections and vector, if ``detector`` is still the active one.
 
-    def add_detections(self, conn: Connection, image_id: int, detector: str, found: Detections) -> int:
-        image_id = int(image_id)
-        if len(found) == 0:
-            return 0
-        boxes = np.asarray(found.boxes, dtype=np.float64).reshape(-1, 4)
-        rows = [
-            {
-                "image_id": image_id,
-                "detector": detector,
-                "class_id": int(class_id),
-                "score": float(score),
-                "x1": float(box[0]),
-                "y1": float(box[1]),
-                "x2": float(box[2]),
-                "y2": float(box[3]),
-            }
-            for class_id, score, box in zip(found.class_ids, found.scores, boxes, strict=True)
-        ]
-        conn.execute(insert(detections_t), rows)
-        return len(rows)
-
-    def replace_detections(self, conn: Connection, image_id: int, detector: str, found: Detections) -> int:
-        image_id = int(image_id)
-        conn.execute(
-            delete(detections_t).where(detections_t.c.image_id == image_id, detections_t.c.detector == detector)
-        )
-        return self.add_detections(conn, image_id, detector, found)
-
-    def put_vector(self, conn: Connection, image_id: int, detector: str, vector: np.ndarray, *, new: bool = False) -> None:
-        """Store (or replace) the raw class-presence vector of one image for one detector.
-
-        ``new=True`` skips looking for a vector to replace (an image added in this transaction).
+        Raises ContentExists, NameTaken or DetectorChanged, having written nothing.
         """
-        image_id = int(image_id)
-        values = np.asarray(vector, dtype=np.float32).ravel()
-        if values.shape != (NUM_CLASSES,) or not np.all(np.isfinite(values)):
-            raise ValueError(f"a vector must be {NUM_CLASSES} finite floats, got shape {values.shape}")
-        if not new:
-            conn.execute(delete(vectors_t).where(vectors_t.c.image_id == image_id, vectors_t.c.detector == detector))
-        conn.execute(insert(vectors_t).values(image_id=image_id, detector=detector, values=values))
+        try:
+            with self.engine.begin() as conn:
+                created = datetime.now(timezone.utc)
+                inserted = conn.execute(insert(images_t).values(**image.__dict__, created_at=created))
+                record = ImageRecord(id=int(inserted.inserted_primary_key[0]), created_at=created, **image.__dict__)
+                _insert_detections(conn, record.id, detector, found)
+                conn.execute(insert(vectors_t).values(image_id=record.id, detector=detector, values=_checked(vector)))
+                feed.lock(conn)
+                # Checked under the feed lock, which an activation holds too: either it committed
+                # before (and we see it) or it will see this image as missing a vector.
+                active = _state(conn, ACTIVE_DETECTOR)
+                if active != detector:
+                    raise DetectorChanged(active)
+                feed.append(conn, feed.VECTOR, record.id, detector)
+                return record
+        except IntegrityError:
+            existing = self.get_by_sha256(image.sha256)
+            if existing is not None:
+                raise ContentExists(existing) from None
+            if self.name_exists(image.name):
+                raise NameTaken(image.name) from None
+            raise
 
-    def delete_image(self, conn: Connection, image_id: int) -> bool:
+    def store_vector(self, image_id: int, detector: str, found: Detections, vector: np.ndarray) -> bool:
+        """Add or replace one detector's detections and vector of an image; False if it is gone."""
+        image_id = int(image_id)
+        values = _checked(vector)
+        with self.engine.begin() as conn:
+            if conn.execute(select(images_t.c.id).where(images_t.c.id == image_id)).first() is None:
+                return False
+            d, v = detections_t.c, vectors_t.c
+            conn.execute(delete(detections_t).where(d.image_id == image_id, d.detector == detector))
+            conn.execute(delete(vectors_t).where(v.image_id == image_id, v.detector == detector))
+            _insert_detections(conn, image_id, detector, found)
+            conn.execute(insert(vectors_t).values(image_id=image_id, detector=detector, values=values))
+            feed.lock(conn)
+            feed.append(conn, feed.VECTOR, image_id, detector)
+        return True
+
+    def delete_image(self, image_id: int) -> bool:
         """Delete an image; its detections and vectors go with it (ON DELETE CASCADE)."""
-        image_id = int(image_id)
-        return conn.execute(delete(images_t).where(images_t.c.id == image_id)).rowcount > 0
+        with self.engine.begin() as conn:
+            if conn.execute(delete(images_t).where(images_t.c.id == int(image_id))).rowcount == 0:
+                return False
+            feed.lock(conn)
+            feed.append(conn, feed.DELETE, int(image_id))
+        return True
 
-    def set_state(self, conn: Connection, key: str, value: str) -> None:
-        conn.execute(delete(state_t).where(state_t.c.key == key))
-        conn.execute(insert(state_t).values(key=key, value=value))
+    def activate(self, detector: str) -> None:
+        """Make ``detector`` the one the index serves; VectorsMissing unless every image has its vector."""
+        with self.engine.begin() as conn:
+            _set_state(conn, ACTIVE_DETECTOR, detector)  # first write: SQLite's write lock from here
+            feed.lock(conn)
+            missing = conn.execute(select(func.count()).select_from(images_t).where(~_has_vector(detector))).scalar_one()
+            if missing:
+                raise VectorsMissing(detector, int(missing))
+            feed.append(conn, feed.ACTIVATE, None, detector)
+
+    def ensure_active(self, default: str) -> str:
+        """The active detector, recording ``default`` first for a collection that has none yet."""
+        active = self.active_detector()
+        if active is not None:
+            return active
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(state_t).values(key=ACTIVE_DETECTOR, value=default))
+                feed.lock(conn)
+                feed.append(conn, feed.ACTIVATE, None, default)
+        except IntegrityError:
+            pass  # another process recorded one first: that one counts
+        active = self.active_detector()
+        assert active is not None
+        return active
+
+    def collection_id(self) -> str:
+        """A random id of this collection, made on first use: tells its index snapshots from others'."""
+        with self._reading() as conn:
+            found = _state(conn, COLLECTION_ID)
+        if found is not None:
+            return found
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(state_t).values(key=COLLECTION_ID, value=uuid.uuid4().hex))
+        except IntegrityError:
+            pass  # another process made it first
+        with self._reading() as conn:
+            made = _state(conn, COLLECTION_ID)
+        assert made is not None
+        return made
+
+    # -- state and feed ---------------------------------------------------------------------
+    def active_detector(self) -> str | None:
+        with self._reading() as conn:
+            return _state(conn, ACTIVE_DETECTOR)
+
+    def feed_head(self) -> int:
+        with self._reading() as conn:
+            return feed.head(conn)
+
+    def feed_since(self, position: int, limit: int) -> tuple[list[feed.Change], int]:
+        """Changes after ``position`` (at most ``limit``) and the oldest sequence number kept."""
+        with self._reading() as conn:
+            return feed.since(conn, position, limit), feed.oldest(conn)
 
     # -- single images ----------------------------------------------------------------------
-    def get_by_name(self, name: str, conn: Connection | None = None) -> ImageRecord | None:
-        return self._one(images_t.c.name == name, conn)
+    def get_by_name(self, name: str) -> ImageRecord | None:
+        return self._one(images_t.c.name == name)
 
-    def get_by_sha256(self, sha256: str, conn: Connection | None = None) -> ImageRecord | None:
-        return self._one(images_t.c.sha256 == sha256, conn)
+    def get_by_sha256(self, sha256: str) -> ImageRecord | None:
+        return self._one(images_t.c.sha256 == sha256)
 
-    def get_by_id(self, image_id: int, conn: Connection | None = None) -> ImageRecord | None:
-        return self._one(images_t.c.id == int(image_id), conn)
+    def get_by_id(self, image_id: int) -> ImageRecord | None:
+        return self._one(images_t.c.id == int(image_id))
 
-    def name_exists(self, name: str, conn: Connection | None = None) -> bool:
-        with self._reading(conn) as c:
-            return c.execute(select(exists().where(images_t.c.name == name))).scalar_one()
+    def get_many(self, ids: Sequence[int]) -> list[ImageRecord]:
+        """The images that exist among ``ids``, in the order given."""
+        found: dict[int, ImageRecord] = {}
+        with self._reading() as conn:
+            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
+                found.update((int(r.id), _record(r)) for r in conn.execute(select(images_t).where(images_t.c.id.in_(chunk))))
+        return [found[int(i)] for i in ids if int(i) in found]
 
-    def _one(self, condition: object, conn: Connection | None) -> ImageRecord | None:
-        with self._reading(conn) as c:
-            row = c.execute(select(images_t).where(condition)).first()  # type: ignore[arg-type]
+    def name_exists(self, name: str) -> bool:
+        with self._reading() as conn:
+            return bool(conn.execute(select(exists().where(images_t.c.name == name))).scalar_one())
+
+    def _one(self, condition: object) -> ImageRecord | None:
+        with self._reading() as conn:
+            row = conn.execute(select(images_t).where(condition)).first()  # type: ignore[arg-type]
         return _record(row) if row is not None else None
 
-    def detections_of(self, image_id: int, detector: str, conn: Connection | None = None) -> list[DetectionRecord]:
+    def detections_of(self, image_id: int, detector: str) -> list[DetectionRecord]:
         """Detections of one image by one detector, highest score first."""
         d = detections_t.c
-        image_id = int(image_id)  # numpy integers do not bind on every driver
         query = (
             select(d.class_id, d.score, d.x1, d.y1, d.x2, d.y2)
-            .where(d.image_id == image_id, d.detector == detector)
+            .where(d.image_id == int(image_id), d.detector == detector)
             .order_by(d.score.desc(), d.id)
         )
-        with self._reading(conn) as c:
+        with self._reading() as conn:
             return [
                 DetectionRecord(int(r.class_id), float(r.score), (float(r.x1), float(r.y1), float(r.x2), float(r.y2)))
-                for r in c.execute(query)
+                for r in conn.execute(query)
             ]
 
-    def vector(self, image_id: int, detector: str, conn: Connection | None = None) -> np.ndarray | None:
-        image_id = int(image_id)  # numpy integers do not bind on every driver
-        query = select(vectors_t.c["values"]).where(vectors_t.c.image_id == image_id, vectors_t.c.detector == detector)
-        with self._reading(conn) as c:
-            return c.execute(query).scalar_one_or_none()
+    def vector(self, image_id: int, detector: str) -> np.ndarray | None:
+        v = vectors_t.c
+        with self._reading() as conn:
+            return conn.execute(select(v["values"]).where(v.image_id == int(image_id), v.detector == detector)).scalar_one_or_none()
 
     # -- collections ------------------------------------------------------------------------
-    def count(self, conn: Connection | None = None) -> int:
-        with self._reading(conn) as c:
-            return int(c.execute(select(func.count()).select_from(images_t)).scalar_one())
+    def count(self) -> int:
+        with self._reading() as conn:
+            return int(conn.execute(select(func.count()).select_from(images_t)).scalar_one())
 
-    def vectors(self, detector: str, conn: Connection | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def vectors(self, detector: str) -> tuple[np.ndarray, np.ndarray]:
         """All stored vectors of one detector: (image ids int64[N], float32[N, 81]), by id."""
-        query = (
-            select(vectors_t.c.image_id, vectors_t.c["values"])
-            .where(vectors_t.c.detector == detector)
-            .order_by(vectors_t.c.image_id)
-        )
-        with self._reading(conn) as c:
-            rows = c.execute(query).all()
+        v = vectors_t.c
+        with self._reading() as conn:
+            rows = conn.execute(select(v.image_id, v["values"]).where(v.detector == detector).order_by(v.image_id)).all()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         matrix = np.empty((len(rows), NUM_CLASSES), dtype=np.float32)
         for i, row in enumerate(rows):
             matrix[i] = row[1]
         return ids, matrix
 
-    def vectors_of(self, ids: Sequence[int], detector: str, conn: Connection | None = None) -> dict[int, np.ndarray]:
+    def vectors_of(self, ids: Sequence[int], detector: str) -> dict[int, np.ndarray]:
         """Stored vectors of some images for one detector: image id -> float32[81]."""
+        v = vectors_t.c
         found: dict[int, np.ndarray] = {}
-        with self._reading(conn) as c:
+        with self._reading() as conn:
             for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
-                query = select(vectors_t.c.image_id, vectors_t.c["values"]).where(
-                    vectors_t.c.detector == detector, vectors_t.c.image_id.in_(chunk)
-                )
-                for image_id, values in c.execute(query):
+                query = select(v.image_id, v["values"]).where(v.detector == detector, v.image_id.in_(chunk))
+                for image_id, values in conn.execute(query):
                     found[int(image_id)] = np.asarray(values, dtype=np.float32)
         return found
 
-    def missing_vectors(self, detector: str, conn: Connection | None = None) -> list[ImageRecord]:
+    def missing_vectors(self, detector: str) -> list[ImageRecord]:
         """Images that have no vector for ``detector`` yet, oldest first."""
-        has_vector = exists().where(vectors_t.c.image_id == images_t.c.id, vectors_t.c.detector == detector)
-        query = select(images_t).where(~has_vector).order_by(images_t.c.id)
-        with self._reading(conn) as c:
-            return [_record(r) for r in c.execute(query)]
+        with self._reading() as conn:
+            return [_record(r) for r in conn.execute(select(images_t).where(~_has_vector(detector)).order_by(images_t.c.id))]
 
-    def detectors(self, conn: Connection | None = None) -> dict[str, int]:
+    def detectors(self) -> dict[str, int]:
         """Detector name -> number of images with a vector from it."""
-        query = select(vectors_t.c.detector, func.count()).group_by(vectors_t.c.detector)
-        with self._reading(conn) as c:
-            return {name: int(n) for name, n in c.execute(query)}
+        v = vectors_t.c
+        with self._reading() as conn:
+            return {name: int(n) for name, n in conn.execute(select(v.detector, func.count()).group_by(v.detector))}
 
-    def summaries(
-        self, ids: Sequence[int], detector: str, min_score: float, conn: Connection | None = None
-    ) -> dict[int, ImageSummary]:
-        """Name and detected classes (score >= ``min_score``) of each image, in one query per chunk."""
-        result: dict[int, ImageSummary] = {}
+    def summaries(self, ids: Sequence[int], detector: str, min_score: float) -> dict[int, ImageSummary]:
+        """Name, hash and detected classes (score >= ``min_score``) of each image, one query per chunk."""
+        d = detections_t.c
         join = images_t.outerjoin(
-            detections_t,
-            and_(
-                detections_t.c.image_id == images_t.c.id,
-                detections_t.c.detector == detector,
-                detections_t.c.score >= min_score,
-            ),
+            detections_t, and_(d.image_id == images_t.c.id, d.detector == detector, d.score >= min_score)
         )
-        with self._reading(conn) as c:
+        rows: dict[int, tuple[str, str, set[int]]] = {}
+        with self._reading() as conn:
             for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
                 query = (
-                    select(images_t.c.id, images_t.c.name, detections_t.c.class_id)
+                    select(images_t.c.id, images_t.c.name, images_t.c.sha256, d.class_id)
                     .select_from(join)
                     .where(images_t.c.id.in_(chunk))
                 )
-                names: dict[int, str] = {}
-                classes: dict[int, set[int]] = {}
-                for image_id, name, class_id in c.execute(query):
-                    names[image_id] = name
-                    bucket = classes.setdefault(image_id, set())
+                for image_id, name, sha, class_id in conn.execute(query):
+                    classes = rows.setdefault(int(image_id), (name, sha, set()))[2]
                     if class_id is not None:
-                        bucket.add(int(class_id))
-                for image_id, name in names.items():
-                    result[image_id] = ImageSummary(image_id, name, tuple(sorted(classes[image_id])))
-        return result
+                        classes.add(int(class_id))
+        return {i: ImageSummary(i, name, sha, tuple(sorted(c))) for i, (name, sha, c) in rows.items()}
 
-    def random_ids(self, n: int, conn: Connection | None = None, rng: _random.Random | None = None) -> list[int]:
+    def random_ids(self, n: int, rng: _random.Random | None = None) -> list[int]:
         """Up to ``n`` distinct image ids, uniformly at random, without sorting the whole table."""
         rng = rng or _random.SystemRandom()
-        with self._reading(conn) as c:
-            low, high, total = c.execute(
-                select(func.min(images_t.c.id), func.max(images_t.c.id), func.count()).select_from(images_t)
-            ).one()
+        ids = images_t.c.id
+        with self._reading() as conn:
+            low, high, total = conn.execute(select(func.min(ids), func.max(ids), func.count()).select_from(images_t)).one()
             if not total or n <= 0:
                 return []
             if total <= 4 * n:
-                all_ids = list(c.execute(select(images_t.c.id)).scalars())
-                return rng.sample(all_ids, min(n, len(all_ids)))
+                every = list(conn.execute(select(ids)).scalars())
+                return rng.sample(every, min(n, len(every)))
             # Rejection sampling over the id range is uniform over the ids that exist.
             chosen: list[int] = []
             seen: set[int] = set()
@@ -276,28 +285,55 @@ class Repository:
                 wanted = n - len(chosen)
                 candidates = {rng.randint(low, high) for _ in range(wanted * 2)} - seen
                 seen |= candidates
-                found = c.execute(select(images_t.c.id).where(images_t.c.id.in_(sorted(candidates)))).scalars()
-                found_list = list(found)
-                rng.shuffle(found_list)
-                chosen.extend(found_list[:wanted])
+                found = list(conn.execute(select(ids).where(ids.in_(sorted(candidates)))).scalars())
+                rng.shuffle(found)
+                chosen.extend(found[:wanted])
                 if len(chosen) >= n:
                     break
             if len(chosen) < n:  # ids very sparse after many deletions: let the database pick
-                rest = select(images_t.c.id).where(images_t.c.id.not_in(chosen)).order_by(func.random())
-                chosen.extend(c.execute(rest.limit(n - len(chosen))).scalars())
+                rest = select(ids).where(ids.not_in(chosen)).order_by(func.random()).limit(n - len(chosen))
+                chosen.extend(conn.execute(rest).scalars())
             return chosen
 
-    def existing_sha256(self, hashes: Iterable[str], conn: Connection | None = None) -> set[str]:
+    def existing_sha256(self, hashes: Iterable[str]) -> set[str]:
         """The subset of ``hashes`` that belongs to an image row."""
         found: set[str] = set()
-        with self._reading(conn) as c:
+        with self._reading() as conn:
             for chunk in _chunks(sorted(set(hashes))):
-                found.update(c.execute(select(images_t.c.sha256).where(images_t.c.sha256.in_(chunk))).scalars())
+                found.update(conn.execute(select(images_t.c.sha256).where(images_t.c.sha256.in_(chunk))).scalars())
         return found
 
-    def get_state(self, key: str, conn: Connection | None = None) -> str | None:
-        with self._reading(conn) as c:
-            return c.execute(select(state_t.c.value).where(state_t.c.key == key)).scalar_one_or_none()
+
+def _has_vector(detector: str):
+    return exists().where(vectors_t.c.image_id == images_t.c.id, vectors_t.c.detector == detector)
+
+
+def _state(conn: Connection, key: str) -> str | None:
+    return conn.execute(select(state_t.c.value).where(state_t.c.key == key)).scalar_one_or_none()
+
+
+def _set_state(conn: Connection, key: str, value: str) -> None:
+    conn.execute(delete(state_t).where(state_t.c.key == key))
+    conn.execute(insert(state_t).values(key=key, value=value))
+
+
+def _checked(vector: np.ndarray) -> np.ndarray:
+    values = np.asarray(vector, dtype=np.float32).ravel()
+    if values.shape != (NUM_CLASSES,) or not np.all(np.isfinite(values)):
+        raise ValueError(f"a vector must be {NUM_CLASSES} finite floats, got shape {values.shape}")
+    return values
+
+
+def _insert_detections(conn: Connection, image_id: int, detector: str, found: Detections) -> None:
+    if len(found) == 0:
+        return
+    boxes = np.asarray(found.boxes, dtype=np.float64).reshape(-1, 4)
+    rows = [
+        {"image_id": image_id, "detector": detector, "class_id": int(c), "score": float(s),
+         "x1": float(b[0]), "y1": float(b[1]), "x2": float(b[2]), "y2": float(b[3])}
+        for c, s, b in zip(found.class_ids, found.scores, boxes, strict=True)
+    ]
+    conn.execute(insert(detections_t), rows)
 
 
 def _chunks(items: list, size: int = _IN_CHUNK) -> Iterator[list]:
@@ -310,13 +346,6 @@ def _record(row: Row) -> ImageRecord:
     if created.tzinfo is None:  # SQLite keeps no offset; we always write UTC
         created = created.replace(tzinfo=timezone.utc)
     return ImageRecord(
-        id=int(row.id),
-        name=row.name,
-        sha256=row.sha256,
-        width=int(row.width),
-        height=int(row.height),
-        format=row.format,
-        mime=row.mime,
-        size_bytes=int(row.size_bytes),
-        created_at=created,
+        id=int(row.id), name=row.name, sha256=row.sha256, width=int(row.width), height=int(row.height),
+        format=row.format, mime=row.mime, size_bytes=int(row.size_bytes), created_at=created,
     )

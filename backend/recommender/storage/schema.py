@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Dialect,
@@ -22,8 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import REAL, TypeDecorator, TypeEngine
-
-from ..classes import NUM_CLASSES
 
 # Stable constraint names, so migrations and the metadata agree on every backend.
 metadata = MetaData(
@@ -79,6 +78,9 @@ images = Table(
     Column("mime", String(64), nullable=False),
     Column("size_bytes", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # AUTOINCREMENT: SQLite would otherwise hand the highest id out again after a delete, and
+    # an id names one image forever (the change feed and every index refer to images by id).
+    sqlite_autoincrement=True,
 )
 
 detections = Table(
@@ -115,4 +117,15 @@ state = Table(
     Column("value", Text, nullable=False),
 )
 
-VECTOR_LENGTH = NUM_CLASSES
+# The change feed: every change an index must follow, written in the transaction of the change.
+# ``seq`` is handed out under a lock held until commit (see feed.py), so it grows in commit
+# order and a follower that has read up to ``seq`` has seen every earlier change.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # "vector", "delete" or "activate"
+    Column("image_id", Integer, nullable=True),  # no foreign key: a deleted image keeps its history
+    Column("detector", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
+from .. import shapes
 from ..config import Settings
-from ..service import DetectedObject, RecommenderService, ServiceError, SimilarPage
-from ..storage import ImageRecord
+from ..service import ImageFile, Recommender, ServiceError
 from .errors import ApiError
 from .limits import UploadGate
 from .loading import ServiceLoader
@@ -42,8 +42,12 @@ def _context() -> WebContext:
     return current_app.extensions["recommender"]
 
 
-def _service() -> RecommenderService:
+def _service() -> Recommender:
     return _context().loader.get()
+
+
+def _root() -> str:
+    return request.script_root
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -79,49 +83,6 @@ def _check_admin(settings: Settings) -> None:
         raise ApiError(403, "forbidden", "The admin token is wrong.")
 
 
-# ----------------------------------------------------------------------------- shaping
-
-
-def _urls(name: str) -> dict[str, str]:
-    return {"url": url_for("api.original", name=name), "thumb_url": url_for("api.thumbnail", name=name)}
-
-
-def _image_json(record: ImageRecord) -> dict[str, Any]:
-    return {"name": record.name, **_urls(record.name)}
-
-
-def _detection_json(found: DetectedObject) -> dict[str, Any]:
-    return {
-        "class": found.class_name,
-        "class_id": found.class_id,
-        "score": round(found.score, 4),
-        "box": [round(v, 1) for v in found.box],
-    }
-
-
-def _similar_json(page: SimilarPage) -> dict[str, Any]:
-    return {
-        "query": page.query,
-        "query_classes": page.query_classes,
-        "detector": page.detector,
-        "page": page.page,
-        "per_page": page.per_page,
-        "total": page.total,
-        "results": [
-            {
-                "name": r.name,
-                **_urls(r.name),
-                "distance": round(r.distance, 6),
-                "shared_classes": r.shared_classes,
-                "classes": r.classes,
-                "why": r.why,
-                "contributions": [{"class": c.class_name, "share": round(c.share, 4)} for c in r.contributions],
-            }
-            for r in page.results
-        ],
-    }
-
-
 def _no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -136,25 +97,13 @@ def upload_file() -> tuple[Response, int, dict[str, str]]:
     service = context.loader.get()
     upload = request.files.get(UPLOAD_FIELD)
     if upload is None:
-        raise ApiError(
-            400, "missing_file", f"Send the photo as multipart/form-data in the field '{UPLOAD_FIELD}'."
-        )
+        raise ApiError(400, "missing_file", f"Send the photo as multipart/form-data in the field '{UPLOAD_FIELD}'.")
     data = upload.read()
     with context.uploads.admit():
-        result = service.ingest(data, name_hint=upload.filename or None)
-    name = result.image.name
-    similar = service.similar_to_image(name, 1, context.settings.page_size)
-    body = {
-        "name": name,
-        **_urls(name),
-        "duplicate": result.duplicate,
-        "width": result.image.width,
-        "height": result.image.height,
-        "detector": result.detector,
-        "detections": [_detection_json(d) for d in result.detections],
-        "similar": _similar_json(similar),
-    }
-    return jsonify(body), (200 if result.duplicate else 201), {"Location": url_for("api.original", name=name)}
+        result = service.ingest.upload(data, name_hint=upload.filename or None)
+    similar = service.queries.similar(result.image.name, 1, context.settings.page_size)
+    body = shapes.upload_json(result, similar, _root())
+    return jsonify(body), (200 if result.duplicate else 201), {"Location": body["url"]}
 
 
 @bp.get("/get_similar/<name>")
@@ -162,71 +111,58 @@ def get_similar(name: str) -> Response:
     context = _context()
     page = _int_arg("page", 1)
     per_page = _int_arg("per_page", context.settings.page_size)
-    return _no_store(jsonify(_similar_json(context.loader.get().similar_to_image(name, page, per_page))))
+    return _no_store(jsonify(shapes.similar_json(context.loader.get().queries.similar(name, page, per_page), _root())))
 
 
 @bp.get("/random")
 def random_images() -> Response:
     wants_list = "n" in request.args
-    records = _service().random(_int_arg("n", 1))
-    if not records:
+    images = _service().queries.random(_int_arg("n", 1))
+    if not images:
         raise ApiError(
             404,
             "empty_collection",
             "The collection is empty: upload a photo, or run `recommender ingest DIR` to add a folder of photos.",
         )
-    body = {"images": [_image_json(r) for r in records]} if wants_list else _image_json(records[0])
-    return _no_store(jsonify(body))
+    shaped = [shapes.image_json(image, _root()) for image in images]
+    return _no_store(jsonify({"images": shaped} if wants_list else shaped[0]))
 
 
 @bp.get("/images/<name>")
 def original(name: str) -> Response:
-    service = _service()
-    record = service.get_image(name)
-    path, mime = service.original_path(name)
-    return _immutable_file(path, mime, record.sha256, record.name)
+    return _send(_service().queries.original(name))
 
 
 @bp.get("/images/<name>/thumb")
 def thumbnail(name: str) -> Response:
-    service = _service()
-    record = service.get_image(name)
-    path = service.thumbnail_path(name)
-    stem = record.name.rsplit(".", 1)[0]
-    return _immutable_file(path, "image/jpeg", f"{record.sha256}-thumb", f"{stem}-thumb.jpg")
+    return _send(_service().queries.thumbnail(name))
 
 
-def _immutable_file(path: Path, mime: str, etag: str, download_name: str) -> Response:
-    # A name always serves the same bytes while it exists, so clients may cache it for good;
-    # the ETag (derived from the content's SHA-256) lets them revalidate cheaply if they do ask.
-    response = send_file(path, mimetype=mime, etag=etag, conditional=True, max_age=ONE_YEAR, download_name=download_name)
-    response.cache_control.public = True
-    response.cache_control.immutable = True
+def _send(file: ImageFile) -> Response:
+    response = send_file(file.path, mimetype=file.mime, etag=file.etag, conditional=True, download_name=file.download_name)
+    if request.args.get("v") == shapes.version_of(file.sha256):
+        # A versioned URL names these exact bytes for good, so caches may keep them forever.
+        response.cache_control.max_age = ONE_YEAR
+        response.cache_control.public = True
+        response.cache_control.immutable = True
+    else:
+        # The bare name may serve other bytes after a delete and a new upload: revalidate (a
+        # cheap 304 through the content-hash ETag).
+        response.cache_control.no_cache = True
     return response
 
 
 @bp.get("/images/<name>/detections")
 def detections(name: str) -> Response:
-    service = _service()
-    record = service.get_image(name)
-    found = service.detections(name)
-    return jsonify(
-        {
-            "name": record.name,
-            "detector": service.active_detector,
-            "width": record.width,
-            "height": record.height,
-            "detections": [_detection_json(d) for d in found],
-        }
-    )
+    return jsonify(shapes.detections_json(_service().queries.detections(name), _root()))
 
 
 @bp.delete("/images/<name>")
 def delete_image(name: str) -> Response:
     context = _context()
     _check_admin(context.settings)
-    record = context.loader.get().delete(name)
-    return jsonify({"deleted": record.name})
+    image = context.loader.get().admin.delete(name)
+    return jsonify({"deleted": image.name})
 
 
 @bp.get("/healthz")
@@ -240,23 +176,17 @@ def healthz() -> tuple[Response, int]:
         response = _no_store(jsonify(body))
         response.headers["Retry-After"] = "3"
         return response, 503
-    service = loader.get()
     try:
-        images = service.count()
+        status = loader.get().queries.status()
     except ServiceError as exc:  # the database went away after start-up
         return _no_store(jsonify({"status": "error", "message": exc.message})), 503
-    return _no_store(
-        jsonify(
-            {
-                "status": "ok",
-                "detector": service.active_detector,
-                "images": images,
-                "indexed": service.index_size,
-                "page_size": context.settings.page_size,
-                "max_upload_bytes": context.settings.max_upload_bytes,
-            }
-        )
-    ), 200
+    body = {
+        "status": "ok",
+        **shapes.status_json(status),
+        "page_size": context.settings.page_size,
+        "max_upload_bytes": context.settings.max_upload_bytes,
+    }
+    return _no_store(jsonify(body)), 200
 
 
 @bp.get("/openapi.json")

@@ -7,8 +7,9 @@ import os
 
 from flask import Flask, Response
 
+from .. import bootstrap
 from ..config import Settings
-from ..service import RecommenderService
+from ..service import Recommender
 from .api import WebContext
 from .api import bp as api_blueprint
 from .errors import register_error_handlers
@@ -29,31 +30,28 @@ _PAGE_CSP = (
 
 def create_app(
     settings: Settings,
-    service: RecommenderService | None = None,
+    service: Recommender | None = None,
     *,
     frontend_dir: str | os.PathLike[str] | None = None,
     start: bool = True,
     background: bool = True,
-    warm_up: bool = True,
+    follow: bool = True,
     upload_slots: int = 4,
 ) -> Flask:
     """The web application for ``settings``.
 
-    Without ``service`` the app builds one from ``settings`` in a background thread (see
-    ``loading``); until it is ready, /healthz and the API answer 503 while the page loads.
-    With ``service`` (tests, embedding) the app uses it; ``background=False`` finishes the
-    detector warm-up before returning; ``start=False`` leaves loading to the caller
-    (``app.extensions["recommender"].loader.start()``). ``upload_slots`` bounds the uploads
-    admitted at once.
+    Without ``service`` the app builds one with ``bootstrap.build`` in a background thread
+    (see ``loading``); until it is ready, /healthz and the API answer 503 while the page loads.
+    With ``service`` (tests, embedding) the app uses it; ``background=False`` finishes loading
+    before returning; ``start=False`` leaves loading to the caller
+    (``app.extensions["recommender"].loader.start()``); ``follow`` keeps the index following
+    the change feed. ``upload_slots`` bounds the uploads admitted at once.
     """
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.json.sort_keys = False  # keep the documented field order
 
-    if service is None:
-        loader = ServiceLoader(lambda: RecommenderService.from_settings(settings), warm_up=warm_up)
-    else:
-        loader = ServiceLoader.ready_with(service, warm_up=warm_up)
+    loader = ServiceLoader((lambda: bootstrap.build(settings)) if service is None else (lambda: service), follow=follow)
     app.extensions["recommender"] = WebContext(settings=settings, loader=loader, uploads=UploadGate(upload_slots))
 
     register_error_handlers(app)

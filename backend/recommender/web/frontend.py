@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 from flask import Blueprint, Response, send_from_directory
 
-_REPO_FRONTEND = Path(__file__).resolve().parents[3] / "frontend"
+# The page ships inside the package, so an installed server finds it wherever it runs from.
+PACKAGED_PAGE = Path(str(resources.files(__package__) / "page"))
 
 
 class FrontendMissingError(RuntimeError):
@@ -15,25 +17,11 @@ class FrontendMissingError(RuntimeError):
 
 
 def resolve_frontend_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where the page lives: an explicit path (FRONTEND_DIR), else the repository's frontend/.
-
-    A source checkout (editable install) finds the repository's copy next to ``backend/``; an
-    installed package (the container) has no such neighbour and is pointed at it by FRONTEND_DIR.
-    The working directory's frontend/ is the last resort for ``recommender serve`` run from a
-    checkout with a non-editable install.
-    """
-    candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    else:
-        candidates += [_REPO_FRONTEND, Path.cwd() / "frontend"]
-    for candidate in candidates:
-        if (candidate / "index.html").is_file():
-            return candidate.resolve()
-    tried = ", ".join(str(c) for c in candidates)
-    raise FrontendMissingError(
-        f"the web page was not found (looked for index.html in: {tried}); set FRONTEND_DIR to the frontend/ directory"
-    )
+    """Where the page lives: FRONTEND_DIR when set (to serve a customised page), else the packaged one."""
+    candidate = Path(explicit) if explicit else PACKAGED_PAGE
+    if not (candidate / "index.html").is_file():
+        raise FrontendMissingError(f"the web page was not found: {candidate} has no index.html (check FRONTEND_DIR)")
+    return candidate.resolve()
 
 
 def frontend_blueprint(directory: Path) -> Blueprint:

@@ -1,9 +1,10 @@
 """Start-up in the background: the page and /healthz answer while the service gets ready.
 
-Building the service reads every stored vector into the neighbour index, and loading the
-detector reads ~30 MB of weights and traces the model; together that takes seconds. Doing it
-in a thread lets the server accept connections at once and say "503 loading" until then,
-instead of refusing connections (which load balancers and the page cannot tell from a crash).
+Getting ready means opening the database, loading the index (a snapshot map plus the feed
+since, or every vector on a first start) and the detector's weights. Doing it in a thread lets
+the server accept connections at once and say "503 loading" until then, instead of refusing
+connections (which load balancers and the page cannot tell from a crash). Once ready, the
+collection follows the change feed, so changes made by other processes show up here.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-
-from ..service import RecommenderService
+from ..service import Recommender
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -25,30 +24,21 @@ RETRY_AFTER = "3"
 # Pause between attempts to start the service in the background (doubling up to the maximum).
 RETRY_FIRST_DELAY = 2.0
 RETRY_MAX_DELAY = 30.0
+FEED_POLL_SECONDS = 0.5
 
 
 class ServiceLoader:
-    """Holds the service once it is ready; views ask it with ``get()``.
+    """Holds the service once it is ready; views ask it with ``get()``."""
 
-    ``factory`` builds the service (index included); afterwards the active detector's weights
-    are loaded and one tiny image is detected, so the first real upload does not pay for
-    TensorFlow's first-call tracing.
-    """
-
-    def __init__(self, factory: Callable[[], RecommenderService], *, warm_up: bool = True) -> None:
+    def __init__(self, factory: Callable[[], Recommender], *, follow: bool = True) -> None:
         self._factory = factory
-        self._warm_up = warm_up
-        self._service: RecommenderService | None = None
+        self._follow = follow
+        self._service: Recommender | None = None
         self._error: str | None = None
         self._ready = threading.Event()
         self._started = False
         self._lock = threading.Lock()
         self.seconds: float | None = None
-
-    @classmethod
-    def ready_with(cls, service: RecommenderService, *, warm_up: bool = True) -> ServiceLoader:
-        """A loader around an existing service (tests, embedding); the caller decides when to start."""
-        return cls(lambda: service, warm_up=warm_up)
 
     def start(self, background: bool = True) -> None:
         """Load now (``background=False``: one attempt) or in a thread that retries on failure.
@@ -76,10 +66,10 @@ class ServiceLoader:
         try:
             service = self._factory()
             try:
-                service.load_detector()
-                if self._warm_up:
-                    detector = service.detector(service.active_setting)
-                    detector.detect(np.full((64, 64, 3), 114, dtype=np.uint8))
+                snapshot = service.collection.refresh()
+                service.detectors.load(snapshot.detector)
+                if self._follow:
+                    service.collection.follow(FEED_POLL_SECONDS)
             except BaseException:
                 service.close()
                 raise
@@ -94,7 +84,7 @@ class ServiceLoader:
             self._error = None
             self.seconds = time.perf_counter() - started
             log.info("service ready in %.1f s: detector %s, %d images indexed",
-                     self.seconds, service.active_detector, service.index_size)
+                     self.seconds, snapshot.detector, len(snapshot.index))  # type: ignore[arg-type]
             return True
         finally:
             self._ready.set()
@@ -112,7 +102,7 @@ class ServiceLoader:
         self._ready.wait(timeout)
         return self.ready
 
-    def get(self) -> RecommenderService:
+    def get(self) -> Recommender:
         service = self._service
         if service is not None:
             return service

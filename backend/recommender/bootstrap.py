@@ -1,0 +1,98 @@
+"""The one place the application is assembled: settings → detector registry → storage → index → service.
+
+The web app, every CLI command, the queue worker and the benchmarks build what they need here,
+so each part is configured one way only. Tests pass ``detector_factory`` to use detectors they
+made themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from .config import Settings, SettingsError
+from .detection import Detector, DetectorError, DetectorSpec, create_detector, resolve
+from .service import Admin, Detectors, Ingest, LiveCollection, Queries, Recommender
+from .service.index_adapter import INDEX_KINDS
+from .service.results import DISPLAY_THRESHOLD
+from .storage import MediaStore, Repository, create_database_engine, ensure_schema
+
+log = logging.getLogger(__name__)
+
+DetectorFactory = Callable[[str], Detector]
+
+
+def detector_spec(settings: Settings) -> DetectorSpec:
+    """The registry entry DETECTOR (and DETECT_PROFILE) name; SettingsError if there is none."""
+    try:
+        return resolve(settings.detector, settings.detect_profile)
+    except DetectorError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def runtime_threads(settings: Settings) -> int:
+    # Concurrent detections share the cores: one runtime thread per detection each was measured
+    # faster than every detection spreading over all cores (bench/ingest.py).
+    return max(1, (os.cpu_count() or 1) // settings.detect_threads)
+
+
+def registry_factory(settings: Settings) -> DetectorFactory:
+    """Makes the detector of a registry name, configured by the settings."""
+    weights, threads = settings.resolved_weights_dir, runtime_threads(settings)
+
+    def make(name: str) -> Detector:
+        return create_detector(resolve(name), weights, threads=threads)
+
+    return make
+
+
+def make_detector(settings: Settings, *, box_threshold: float | None = None) -> Detector:
+    """The detector the settings name, without any database (``recommender detect``, benchmarks)."""
+    return create_detector(
+        detector_spec(settings), settings.resolved_weights_dir, threads=runtime_threads(settings), box_threshold=box_threshold
+    )
+
+
+def open_database(settings: Settings, *, migrate: bool | None = None) -> Engine:
+    """The engine, with the schema checked or applied.
+
+    ``migrate=None`` applies migrations for SQLite (a local file the service owns) and only
+    checks them for PostgreSQL, where schema changes are an explicit operator step
+    (``recommender db upgrade``); a database that is behind raises SchemaError naming it.
+    """
+    engine = create_database_engine(settings.resolved_database_url)
+    try:
+        ensure_schema(engine, migrate=engine.dialect.name == "sqlite" if migrate is None else migrate)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def build(settings: Settings, *, migrate: bool | None = None, detector_factory: DetectorFactory | None = None) -> Recommender:
+    """The whole service for ``settings``. The index loads on first use (``collection.current()``)."""
+    spec = detector_spec(settings)
+    if settings.index not in INDEX_KINDS:
+        raise SettingsError(f"INDEX must be one of {', '.join(INDEX_KINDS)}, got {settings.index!r}")
+    engine = open_database(settings, migrate=migrate)
+    repository = Repository(engine)
+    try:
+        active = repository.ensure_active(spec.name)
+        if active != spec.name:
+            log.info("the collection uses detector %s (DETECTOR=%s only chooses a new collection's; "
+                     "switch with `recommender reindex --detector %s --activate`)", active, spec.name, spec.name)
+        media = MediaStore(settings.media_dir)
+        detectors = Detectors(detector_factory or registry_factory(settings), slots=settings.detect_threads)
+        collection = LiveCollection(
+            repository, index_kind=settings.index, snapshot_dir=settings.snapshot_dir, label_threshold=DISPLAY_THRESHOLD
+        )
+        admin = Admin(repository, media, detectors, collection)
+        ingest = Ingest(repository, media, detectors, collection, max_upload_bytes=settings.max_upload_bytes,
+                        clean_orphans=admin.clean_orphans)
+        return Recommender(ingest, Queries(repository, media, collection), admin, detectors, collection, repository)
+    except BaseException:
+        repository.close()
+        raise

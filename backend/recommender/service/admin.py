@@ -1,0 +1,115 @@
+"""Operator use cases: delete an image, compute another detector's vectors and switch to it, clean media."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..detection import Detections
+from ..images import ImageError, decode_image
+from ..storage import ImageRecord, MediaStore, Repository, VectorsMissing
+from ..storage.names import is_plausible_name
+from ..vectors import class_presence
+from .collection import LiveCollection
+from .detectors import Detectors
+from .errors import NotFound, ServiceError, Unavailable, database_errors
+from .ingest import reason
+from .pipeline import ordered_map
+from .results import ImageInfo, IngestEvent, ReindexResult
+
+# An orphan younger than this may belong to an ingest still in flight in another process.
+ORPHAN_GRACE_SECONDS = 600.0
+# Activation rounds: each computes the vectors of images added meanwhile by the old detector.
+_ACTIVATION_ROUNDS = 10
+
+
+class Admin:
+    def __init__(self, repository: Repository, media: MediaStore, detectors: Detectors, collection: LiveCollection,
+                 *, prepare_threads: int = 2) -> None:
+        self._repository = repository
+        self._media = media
+        self._detectors = detectors
+        self._collection = collection
+        self._prepare_threads = prepare_threads
+
+    def delete(self, name: str) -> ImageInfo:
+        """Delete an image: its row, detections and vectors, its files; every index follows the feed."""
+        with database_errors():
+            record = self._repository.get_by_name(name) if is_plausible_name(name) else None
+            if record is None:
+                raise NotFound(f"no image named {name!r}")
+            with self._media.lock(record.sha256):
+                if not self._repository.delete_image(record.id):
+                    raise NotFound(f"no image named {name!r}")
+                # Rows first, files second: a crash in between leaves an orphan file, never a
+                # row without its file. The lock keeps an upload of the same bytes out meanwhile.
+                self._media.delete(record.sha256, record.format)
+        self._collection.refresh_if_loaded()
+        return ImageInfo.of(record)
+
+    def reindex(self, detector: str | None = None, *, activate: bool = False,
+                progress: Callable[[IngestEvent], None] | None = None) -> ReindexResult:
+        """Compute the vectors ``detector`` is missing; optionally make it the one the index serves.
+
+        Resumable: each image is committed on its own, and a re-run does only what is missing.
+        Activation is refused by the database while any image lacks a vector (photos may keep
+        arriving, detected by the old detector), so it computes those and tries again.
+        """
+        notify = progress or (lambda _event: None)
+        with database_errors():
+            name = detector or self._collection.current().detector
+            self._detectors.load(name)
+            result = ReindexResult(detector=name)
+            missing = self._repository.missing_vectors(name)
+            result.missing = len(missing)
+            notify(IngestEvent("started", len(missing)))
+            self._compute(missing, name, result, notify)
+            if activate:
+                self._activate(name, result)
+        self._collection.refresh_if_loaded()
+        return result
+
+    def _activate(self, name: str, result: ReindexResult) -> None:
+        for _round in range(_ACTIVATION_ROUNDS):
+            try:
+                self._repository.activate(name)
+            except VectorsMissing:
+                late = self._repository.missing_vectors(name)
+                result.missing += len(late)
+                before = len(result.failed)
+                self._compute(late, name, result, lambda _event: None)
+                if len(result.failed) > before:
+                    raise ServiceError(f"cannot switch to {name}: {result.failed[-1][0]} has no vector ({result.failed[-1][1]})")
+                continue
+            result.activated = True
+            return
+        raise Unavailable(f"photos keep arriving faster than {name} can detect them; try the switch again later")
+
+    def _compute(self, records: Sequence[ImageRecord], detector: str, result: ReindexResult,
+                 notify: Callable[[IngestEvent], None]) -> None:
+        def work(record: ImageRecord) -> Detections:
+            path = self._media.original_path(record.sha256, record.format)
+            if not path.is_file():
+                raise FileNotFoundError(f"the file of {record.name!r} is missing from the media store")
+            return self._detectors.detect(detector, decode_image(path.read_bytes()).rgb)
+
+        total = len(records)
+        threads = self._prepare_threads + self._detectors.slots
+        for record, outcome in ordered_map(records, work, threads=threads, expected=(ImageError, OSError, ServiceError)):
+            if isinstance(outcome, BaseException):
+                result.failed.append((record.name, reason(outcome)))
+                notify(IngestEvent("failed", total, name=record.name, message=reason(outcome)))
+                continue
+            if self._repository.store_vector(record.id, detector, outcome, class_presence(outcome)):
+                result.computed += 1
+            notify(IngestEvent("ingested", total, name=record.name))
+
+    def clean_orphans(self, older_than: float | None = None) -> int:
+        """Remove media files without an image row (left by a killed ingest); count them.
+
+        Only files older than ``older_than`` seconds are touched (default: 10 minutes), so an
+        ingest in flight in another process keeps its file.
+        """
+        grace = ORPHAN_GRACE_SECONDS if older_than is None else older_than
+        with database_errors():
+            orphans = self._media.find_orphans(self._repository.existing_sha256, older_than=grace)
+        return self._media.remove_files(orphans)

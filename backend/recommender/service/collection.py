@@ -1,0 +1,229 @@
+"""The live collection: an immutable index of the active detector's vectors that follows the change feed.
+
+Every process that answers queries holds one. Readers take the current ``Snapshot`` and query
+it without any lock; a refresh builds the next snapshot from the feed and swaps it in with one
+assignment, so a query in flight keeps the one it started with.
+
+* **Start**: map the persisted index snapshot of the active detector (written atomically with
+  the feed position it covers) and replay the feed from there; without a usable snapshot, read
+  every vector from the database, build, and save a snapshot for the next start.
+* **Follow**: ``follow()`` polls the feed head (one primary-key lookup) every ``interval``
+  seconds; a process's own writes call ``refresh_if_loaded`` so they show at once.
+* **Apply**: the feed says *which* images changed; their current vectors and classes are read
+  from the database (the truth), so replaying a change twice, or out of date, is harmless.
+* **Far behind** (more than ``rebuild_after`` changes, or the feed was pruned past our
+  position) or a **detector switch**: start over as at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..classes import NUM_CLASSES
+from ..storage import Repository
+from ..storage.feed import ACTIVATE, DELETE, Change
+from ..vectors import DEFAULT_RANKING, RANKINGS, Ranking
+from .index_adapter import SnapshotError, build_index, load_snapshot, save_snapshot
+
+log = logging.getLogger(__name__)
+
+FEED_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    detector: str
+    index: object  # the immutable index: query(), len(), ``in``
+    position: int  # every change up to this feed position is applied
+    ranking: Ranking
+
+
+def class_bits(class_ids: Sequence[int]) -> np.ndarray:
+    """uint64[2]: bit c of word c // 64 set for each class c (1..80)."""
+    bits = np.zeros(2, dtype=np.uint64)
+    for c in class_ids:
+        bits[c // 64] |= np.uint64(1) << np.uint64(c % 64)
+    return bits
+
+
+class LiveCollection:
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        index_kind: str,
+        snapshot_dir: Path | None,
+        label_threshold: float,
+        ranking: Callable[[str], Ranking] = lambda _detector: RANKINGS[DEFAULT_RANKING],
+        rebuild_after: int = 50_000,
+    ) -> None:
+        self._repository = repository
+        self._kind = index_kind
+        self._snapshot_dir = snapshot_dir
+        self._threshold = label_threshold
+        self._ranking = ranking
+        self._rebuild_after = rebuild_after
+        self._collection_id = repository.collection_id()
+        self._current: Snapshot | None = None
+        self._saved_position = -1
+        self._lock = threading.Lock()  # one refresher at a time; readers never take it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- readers ----------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def current(self) -> Snapshot:
+        """The newest snapshot; the first call loads it (and so may take a while)."""
+        snapshot = self._current
+        return snapshot if snapshot is not None else self.refresh()
+
+    def behind(self) -> int:
+        """Changes committed to the feed that this process has not applied yet."""
+        snapshot = self._current
+        return self._repository.feed_head() - (snapshot.position if snapshot else 0)
+
+    # -- refreshing -------------------------------------------------------------------------
+    def refresh(self) -> Snapshot:
+        """Apply everything the feed holds now; load first if nothing is loaded."""
+        with self._lock:
+            if self._current is None:
+                self._current = self._load()
+            self._catch_up()
+            return self._current
+
+    def refresh_if_loaded(self) -> None:
+        if self._current is not None:
+            self.refresh()
+
+    def follow(self, interval: float = 0.5) -> None:
+        """Keep up with the feed from a background thread until ``close``."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._follow, args=(interval,), name="feed-follower", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _follow(self, interval: float) -> None:
+        failing = False
+        while not self._stop.wait(interval):
+            try:
+                current = self._current
+                if current is None or self._repository.feed_head() > current.position:
+                    self.refresh()
+                self._maybe_save()
+                if failing:
+                    log.info("following the change feed again")
+                failing = False
+            except Exception:  # the database may be down: keep serving the last snapshot
+                if not failing:
+                    log.exception("cannot follow the change feed; serving the last snapshot meanwhile")
+                failing = True
+
+    def _catch_up(self) -> None:
+        while True:
+            snapshot = self._current
+            assert snapshot is not None
+            changes, oldest = self._repository.feed_since(snapshot.position, FEED_BATCH)
+            if not changes:
+                return
+            pruned = oldest > snapshot.position + 1
+            switched = any(c.kind == ACTIVATE and c.detector != snapshot.detector for c in changes)
+            if pruned or switched or self._repository.feed_head() - snapshot.position > self._rebuild_after:
+                self._current = self._load()
+                continue
+            self._current = self._apply(snapshot, changes)
+            if len(changes) < FEED_BATCH:
+                return
+
+    def _apply(self, snapshot: Snapshot, changes: list[Change]) -> Snapshot:
+        touched = sorted(
+            {c.image_id for c in changes if c.image_id is not None and (c.kind == DELETE or c.detector == snapshot.detector)}
+        )
+        index = snapshot.index
+        if touched:
+            vectors = self._repository.vectors_of(touched, snapshot.detector)
+            summaries = self._repository.summaries(list(vectors), snapshot.detector, self._threshold)
+            ids = np.array([i for i in touched if i in vectors], dtype=np.int64)
+            raw = np.array([vectors[i] for i in ids.tolist()], dtype=np.float32).reshape(-1, NUM_CLASSES)
+            labels = np.array([class_bits(summaries[i].class_ids) for i in ids.tolist()], dtype=np.uint64).reshape(-1, 2)
+            gone = np.array([i for i in touched if i not in vectors], dtype=np.int64)
+            index = index.with_changes(ids, snapshot.ranking.index_transform(raw), labels, gone)
+            if index.needs_compaction():
+                index = index.compacted()
+        return Snapshot(snapshot.detector, index, changes[-1].seq, snapshot.ranking)
+
+    # -- loading and saving -----------------------------------------------------------------
+    def _load(self) -> Snapshot:
+        started = time.perf_counter()
+        position = self._repository.feed_head()  # read before the data: replaying from here is safe
+        detector = self._repository.active_detector()
+        if detector is None:
+            raise RuntimeError("the collection has no active detector (bootstrap records one)")
+        ranking = self._ranking(detector)
+        snapshot = self._load_saved(detector, ranking, position)
+        if snapshot is None:
+            ids, raw = self._repository.vectors(detector)
+            summaries = self._repository.summaries(ids.tolist(), detector, self._threshold)
+            labels = np.array(
+                [class_bits(summaries[i].class_ids) if i in summaries else np.zeros(2, np.uint64) for i in ids.tolist()],
+                dtype=np.uint64,
+            ).reshape(-1, 2)
+            index = build_index(self._kind, ids, ranking.index_transform(raw), labels)
+            snapshot = Snapshot(detector, index, position, ranking)
+            self._save(snapshot)
+        log.info(
+            "index of %s loaded in %.1f s: %d images at feed position %d",
+            detector, time.perf_counter() - started, len(snapshot.index), snapshot.position,  # type: ignore[arg-type]
+        )
+        return snapshot
+
+    def _folder(self, detector: str) -> Path | None:
+        return None if self._snapshot_dir is None else self._snapshot_dir / f"{detector}.{self._kind}"
+
+    def _load_saved(self, detector: str, ranking: Ranking, head: int) -> Snapshot | None:
+        folder = self._folder(detector)
+        if folder is None:
+            return None
+        try:
+            index, meta = load_snapshot(folder)
+        except SnapshotError as exc:
+            log.info("no usable index snapshot (%s); reading the vectors from the database", exc)
+            return None
+        position = int(meta.get("position", -1))
+        # The database is the truth: a snapshot from another database, or "from the future"
+        # (a restored backup), is ignored; an older one is brought up to date from the feed.
+        if meta.get("collection") != self._collection_id or meta.get("detector") != detector or not 0 <= position <= head:
+            log.info("index snapshot in %s does not match this database; rebuilding it", folder)
+            return None
+        self._saved_position = position
+        return Snapshot(detector, index, position, ranking)
+
+    def _maybe_save(self) -> None:
+        snapshot = self._current
+        if snapshot is not None and snapshot.position - self._saved_position >= max(1000, len(snapshot.index) // 20):  # type: ignore[arg-type]
+            self._save(snapshot)
+
+    def _save(self, snapshot: Snapshot) -> None:
+        folder = self._folder(snapshot.detector)
+        if folder is None:
+            return
+        try:
+            meta = {"collection": self._collection_id, "detector": snapshot.detector, "position": snapshot.position}
+            save_snapshot(snapshot.index, folder, meta)
+            self._saved_position = snapshot.position
+        except OSError as exc:  # a cache: a read-only or full disk costs start-up time, nothing else
+            log.warning("could not save the index snapshot in %s: %s", folder, exc)

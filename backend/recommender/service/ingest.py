@@ -1,0 +1,201 @@
+"""Ingest: decode → SHA-256 → duplicate check → detect → store the file → one transaction for the rows.
+
+The original is written (atomically, content-addressed) before the rows are committed, under
+the media lock of its hash, so a committed image always has its file; if the rows fail, the
+file is removed again unless another image owns it. A process killed between the two leaves an
+orphan file, which ``Admin.clean_orphans`` (run by every batch ingest) removes later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..detection import Detections
+from ..images import DecodedImage, ImageError, decode_image
+from ..storage import ContentExists, DetectorChanged, ImageRecord, MediaStore, NameTaken, NewImage, Repository
+from ..storage.names import base_name, with_suffix
+from ..vectors import class_presence
+from .collection import LiveCollection
+from .detectors import Detectors
+from .errors import DetectorUnavailable, ServiceError, database_errors, first_line
+from .pipeline import find_image_files, ordered_map
+from .results import (
+    ImageInfo,
+    IngestEvent,
+    IngestResult,
+    IngestSummary,
+    objects_from_detections,
+    objects_from_records,
+)
+
+Progress = Callable[[IngestEvent], None]
+# Retries when the collection switches detector while a photo is being detected.
+_DETECTOR_SWITCH_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Decoded and hashed input, ready for detection."""
+
+    data: bytes
+    image: DecodedImage
+    sha256: str
+    name_hint: str | None
+    existing: ImageRecord | None
+
+
+class Ingest:
+    def __init__(
+        self,
+        repository: Repository,
+        media: MediaStore,
+        detectors: Detectors,
+        collection: LiveCollection,
+        *,
+        max_upload_bytes: int | None,
+        clean_orphans: Callable[[], int],
+        prepare_threads: int = 2,
+    ) -> None:
+        self._repository = repository
+        self._media = media
+        self._detectors = detectors
+        self._collection = collection
+        self._max_upload_bytes = max_upload_bytes
+        self._clean_orphans = clean_orphans
+        self._prepare_threads = prepare_threads
+
+    def upload(self, data: bytes, name_hint: str | None = None) -> IngestResult:
+        """Store uploaded bytes (at most MAX_UPLOAD_MB) and index them; the same bytes twice are a duplicate."""
+        with database_errors():
+            return self._finish(self._prepare(data, name_hint, self._max_upload_bytes))
+
+    def file(self, path: str | os.PathLike[str], name_hint: str | None = None) -> IngestResult:
+        """Store one image file (no size limit: the operator chose it)."""
+        path = Path(path)
+        with database_errors():
+            return self._finish(self._prepare(path.read_bytes(), name_hint or path.name, None))
+
+    def paths(self, paths: Iterable[str | os.PathLike[str]], *, progress: Progress | None = None,
+              clean_orphans: bool = True) -> IngestSummary:
+        """Ingest files and folders (recursively), decoding and detecting ahead in threads.
+
+        Each image is its own transaction, so an interrupted run (Ctrl-C, SIGTERM, even
+        SIGKILL) leaves only complete images; running it again skips those by SHA-256 and
+        finishes the rest. Unreadable files are reported in ``failed`` and skipped.
+        """
+        started = time.perf_counter()
+        files, missing = find_image_files(paths)
+        summary = IngestSummary(total=len(files) + len(missing))
+        summary.failed.extend((str(p), "no such file or folder") for p in missing)
+        notify = progress or (lambda _event: None)
+        with database_errors():
+            detector = self._active()
+            self._detectors.load(detector)  # fail before any work when the weights are missing
+            if clean_orphans:
+                summary.orphans_removed = self._clean_orphans()
+            notify(IngestEvent("started", summary.total))
+            for path, reason in summary.failed:
+                notify(IngestEvent("failed", summary.total, Path(path), message=reason))
+
+            def work(path: Path) -> tuple[Prepared, Detections | None]:
+                prepared = self._prepare(path.read_bytes(), path.name, None)
+                return prepared, None if prepared.existing else self._detectors.detect(detector, prepared.image.rgb)
+
+            threads = self._prepare_threads + self._detectors.slots
+            expected = (ImageError, OSError, ServiceError)
+            for path, outcome in ordered_map(files, work, threads=threads, expected=expected):
+                self._count(summary, notify, path, outcome, detector)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _count(self, summary: IngestSummary, notify: Progress, path: Path, outcome: object, detector: str) -> None:
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            prepared, found = outcome  # type: ignore[misc]
+            result = self._finish(prepared, (detector, found) if found is not None else None)
+        except (ImageError, OSError, DetectorUnavailable) as exc:
+            summary.failed.append((str(path), reason(exc)))
+            notify(IngestEvent("failed", summary.total, path, message=reason(exc)))
+            return
+        if result.duplicate:
+            summary.duplicates += 1
+        else:
+            summary.ingested += 1
+        notify(IngestEvent("duplicate" if result.duplicate else "ingested", summary.total, path, result.image.name))
+
+    # -- one image --------------------------------------------------------------------------
+    def _prepare(self, data: bytes, name_hint: str | None, max_bytes: int | None) -> Prepared:
+        image = decode_image(data, max_bytes=max_bytes)
+        sha = hashlib.sha256(data).hexdigest()
+        return Prepared(data, image, sha, name_hint, self._repository.get_by_sha256(sha))
+
+    def _active(self) -> str:
+        active = self._repository.active_detector()
+        assert active is not None, "bootstrap records the active detector"
+        return active
+
+    def _finish(self, prepared: Prepared, detected: tuple[str, Detections] | None = None) -> IngestResult:
+        if prepared.existing is not None:
+            return self._duplicate(prepared.existing)
+        for _attempt in range(_DETECTOR_SWITCH_RETRIES):
+            detector = self._active()
+            if detected is None or detected[0] != detector:
+                detected = (detector, self._detectors.detect(detector, prepared.image.rgb))
+            try:
+                return self._store(prepared, *detected)
+            except DetectorChanged:
+                detected = None  # switched while we detected: detect again with the new one
+            except ContentExists as exc:
+                return self._duplicate(exc.existing)
+        raise ServiceError("the collection keeps switching detectors; try again")
+
+    def _store(self, prepared: Prepared, detector: str, found: Detections) -> IngestResult:
+        decoded, sha = prepared.image, prepared.sha256
+        name = base_name(prepared.name_hint, decoded.format, sha)
+        candidates = [name, with_suffix(name, sha), with_suffix(name, sha, 16)]
+        with self._media.lock(sha):
+            self._media.put_original(sha, decoded.format, prepared.data)
+            try:
+                record = self._store_rows(prepared, candidates, detector, found)
+            except BaseException:
+                if self._repository.get_by_sha256(sha) is None:
+                    self._media.delete(sha, decoded.format)
+                raise
+        self._collection.refresh_if_loaded()
+        return IngestResult(ImageInfo.of(record), False, detector, objects_from_detections(found))
+
+    def _store_rows(self, prepared: Prepared, candidates: list[str], detector: str, found: Detections) -> ImageRecord:
+        decoded = prepared.image
+        vector = class_presence(found)
+        for candidate in candidates:
+            new = NewImage(
+                name=candidate, sha256=prepared.sha256, width=decoded.width, height=decoded.height,
+                format=decoded.format, mime=decoded.mime, size_bytes=len(prepared.data),
+            )
+            try:
+                return self._repository.store_image(new, detector, found, vector)
+            except NameTaken:
+                continue  # "photo.jpg" is another photo: try "photo-<hash>.jpg"
+        raise ServiceError(f"no free name for {candidates[0]!r}")
+
+    def _duplicate(self, record: ImageRecord) -> IngestResult:
+        detector = self._active()
+        found = objects_from_records(self._repository.detections_of(record.id, detector))
+        return IngestResult(ImageInfo.of(record), True, detector, found)
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why a file was skipped."""
+    if isinstance(exc, (ImageError, ServiceError)):
+        return exc.message
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot read the file: {exc.strerror or exc}"
+    return first_line(exc)

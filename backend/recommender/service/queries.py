@@ -1,0 +1,159 @@
+"""Read use cases: similar photos, random picks, one image's files and detections, collection status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..classes import class_name
+from ..explain import explain_matches, why
+from ..images import read_image_file, thumbnail_jpeg
+from ..index import MAX_PER_PAGE
+from ..storage import ImageRecord, MediaStore, Repository
+from ..storage.names import is_plausible_name
+from .collection import LiveCollection, Snapshot
+from .errors import InvalidRequest, NotFound, Unavailable, database_errors
+from .results import (
+    DISPLAY_THRESHOLD,
+    CollectionStatus,
+    ImageDetections,
+    ImageFile,
+    ImageInfo,
+    SimilarImage,
+    SimilarPage,
+    objects_from_records,
+)
+
+# A page number beyond this cannot exist (it would skip more images than any collection holds).
+MAX_PAGE = 10**9
+
+
+class Queries:
+    def __init__(self, repository: Repository, media: MediaStore, collection: LiveCollection) -> None:
+        self._repository = repository
+        self._media = media
+        self._collection = collection
+
+    # -- one image --------------------------------------------------------------------------
+    def image(self, name: str) -> ImageInfo:
+        with database_errors():
+            return ImageInfo.of(self._record(name))
+
+    def original(self, name: str) -> ImageFile:
+        with database_errors():
+            record = self._record(name)
+        return ImageFile(self._original_path(record), record.mime, record.sha256, record.sha256, record.name)
+
+    def thumbnail(self, name: str) -> ImageFile:
+        """The JPEG thumbnail, made on first request and kept."""
+        with database_errors():
+            record = self._record(name)
+        original = self._original_path(record)
+        path = self._media.thumbnail(record.sha256, lambda: thumbnail_jpeg(read_image_file(original).rgb))
+        stem = record.name.rsplit(".", 1)[0]
+        return ImageFile(path, "image/jpeg", record.sha256, f"{record.sha256}-thumb", f"{stem}-thumb.jpg")
+
+    def detections(self, name: str) -> ImageDetections:
+        """Objects the active detector found in the image, highest score first."""
+        with database_errors():
+            record = self._record(name)
+            detector = self._collection.current().detector
+            found = objects_from_records(self._repository.detections_of(record.id, detector))
+        return ImageDetections(ImageInfo.of(record), detector, found)
+
+    def _record(self, name: str) -> ImageRecord:
+        # Checked before any query: a NUL byte is a bad name, not a database outage.
+        record = self._repository.get_by_name(name) if is_plausible_name(name) else None
+        if record is None:
+            raise NotFound(f"no image named {name!r}")
+        return record
+
+    def _original_path(self, record: ImageRecord):
+        path = self._media.original_path(record.sha256, record.format)
+        if not path.is_file():
+            raise NotFound(f"the file of image {record.name!r} is missing from the media store")
+        return path
+
+    # -- collections ------------------------------------------------------------------------
+    def random(self, n: int = 1) -> list[ImageInfo]:
+        if not 1 <= n <= MAX_PER_PAGE:
+            raise InvalidRequest(f"n must be between 1 and {MAX_PER_PAGE}, got {n}")
+        with database_errors():
+            return [ImageInfo.of(r) for r in self._repository.get_many(self._repository.random_ids(n))]
+
+    def count(self) -> int:
+        """Images in the collection (without loading the index)."""
+        with database_errors():
+            return self._repository.count()
+
+    def status(self) -> CollectionStatus:
+        with database_errors():
+            snapshot = self._collection.current()
+            return CollectionStatus(
+                detector=snapshot.detector,
+                images=self._repository.count(),
+                indexed=len(snapshot.index),  # type: ignore[arg-type]
+                position=snapshot.position,
+                behind=self._collection.behind(),
+            )
+
+    def stored_vectors(self) -> tuple[list[str], np.ndarray]:
+        """Names and raw vectors of the active detector, by image id (for evaluation)."""
+        with database_errors():
+            detector = self._collection.current().detector
+            ids, raw = self._repository.vectors(detector)
+            names = {r.id: r.name for r in self._repository.get_many(ids.tolist())}
+        return [names[int(i)] for i in ids], raw
+
+    # -- similar ----------------------------------------------------------------------------
+    def similar(self, name: str, page: int = 1, per_page: int = 30) -> SimilarPage:
+        """Page ``page`` of the stored images most similar to the stored image ``name``."""
+        check_page(page, per_page)
+        with database_errors():
+            record = self._record(name)
+            snapshot = self._collection.current()
+            vector = self._repository.vector(record.id, snapshot.detector)
+            if vector is None:
+                raise Unavailable(
+                    f"image {name!r} has no vector from detector {snapshot.detector!r} yet: "
+                    f"run `recommender reindex --detector {snapshot.detector}`"
+                )
+            summary = self._repository.summaries([record.id], snapshot.detector, DISPLAY_THRESHOLD).get(record.id)
+            query_classes = list(summary.class_ids) if summary else []
+            return self._page(snapshot, vector, record, query_classes, page, per_page)
+
+    def _page(self, snapshot: Snapshot, raw: np.ndarray, query: ImageRecord, query_classes: Sequence[int],
+              page: int, per_page: int) -> SimilarPage:
+        result = snapshot.index.query(  # type: ignore[attr-defined]
+            snapshot.ranking.query_transform(raw), page=page, per_page=per_page, exclude_id=query.id
+        )
+        ids = [int(i) for i in result.ids]
+        summaries = self._repository.summaries(ids, snapshot.detector, DISPLAY_THRESHOLD)
+        stored = self._repository.vectors_of(ids, snapshot.detector)
+        # Deleted between the index query and these lookups: left out of the page.
+        found = [(i, d) for i, d in zip(ids, result.distances) if i in summaries and i in stored]
+        explained = explain_matches(raw, np.array([stored[i] for i, _ in found]), ranking=snapshot.ranking) if found else []
+        wanted = set(query_classes)
+        results = []
+        for (image_id, distance), contributions in zip(found, explained):
+            summary = summaries[image_id]
+            results.append(
+                SimilarImage(
+                    id=image_id, name=summary.name, sha256=summary.sha256, distance=float(distance),
+                    classes=[class_name(c) for c in summary.class_ids],
+                    shared_classes=[class_name(c) for c in summary.class_ids if c in wanted],
+                    contributions=contributions, why=why(contributions),
+                )
+            )
+        return SimilarPage(
+            query=query.name, query_sha256=query.sha256, query_classes=[class_name(c) for c in query_classes],
+            detector=snapshot.detector, page=page, per_page=per_page, total=result.total, results=results,
+        )
+
+
+def check_page(page: object, per_page: object) -> None:
+    if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_PAGE:
+        raise InvalidRequest(f"page must be a whole number from 1 to {MAX_PAGE}, got {page!r}")
+    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= MAX_PER_PAGE:
+        raise InvalidRequest(f"per_page must be a whole number from 1 to {MAX_PER_PAGE}, got {per_page!r}")
