@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/http_latency.py [IMAGES_DIR] [--gallery N] [--uploads N] [--queries N] [--json OUT]
 
-Starts ``recommender serve`` (gunicorn, one process, threads) on a free loopback port with a
+Starts ``recommender serve`` (gunicorn, WEB_WORKERS processes, threads) on a free loopback port with a
 fresh SQLite DATA_DIR, fills it with ``recommender ingest`` (the first ``--gallery`` photos
 of IMAGES_DIR, default coco_dev), waits for /healthz, then measures over one keep-alive
 connection:
@@ -14,7 +14,10 @@ connection:
 * baselines measured in the same run: GET /healthz (HTTP + framework cost) and the detector
   alone, in this process, on the same upload photos (decode + detect);
 * get_similar again while another thread keeps uploading, to show searches are not held up
-  behind detections beyond the CPU they share.
+  behind detections beyond the CPU they share;
+* get_similar throughput with 1 and with 4 concurrent clients (interleaved rounds): readers
+  share one immutable index snapshot and take no lock, so 4 clients on 2 cores should get
+  well over 1.6 times the throughput of one.
 
 Reports median and p95 in ms and the ratios to the baselines. Requests are bounded in count
 and go to 127.0.0.1 only. The load average is printed: on a shared machine it explains outliers.
@@ -263,7 +266,10 @@ def measure(port: int, gallery: list[Path], held_out: list[Path], rng: random.Ra
     stop.set()
     thread.join()
     client.close()
+    throughput = concurrency(port, names, rng)
     return {
+        "similar_per_s_1_client": throughput[1],
+        "similar_per_s_4_clients": throughput[4],
         "healthz": summary(healthz),
         "detector_alone": summary(alone),
         "upload_new": summary(uploads),
@@ -274,12 +280,38 @@ def measure(port: int, gallery: list[Path], held_out: list[Path], rng: random.Ra
     }
 
 
+def concurrency(port: int, names: list[str], rng: random.Random, seconds: float = 3.0, rounds: int = 6
+                ) -> dict[int, list[float]]:
+    """GET /get_similar requests per second with 1 and with 4 clients (keep-alive each), interleaved."""
+    done: dict[int, list[float]] = {1: [], 4: []}
+    for r in range(rounds):
+        for clients in ((1, 4) if r % 2 == 0 else (4, 1)):
+            counts = [0] * clients
+            deadline = time.perf_counter() + seconds
+
+            def run(k: int, picks: list[str]) -> None:
+                client = Client(port)
+                while time.perf_counter() < deadline:
+                    status, _payload, _s = client.request("GET", f"/get_similar/{picks[counts[k] % len(picks)]}")
+                    assert status == 200
+                    counts[k] += 1
+                client.close()
+
+            threads = [threading.Thread(target=run, args=(k, rng.sample(names, len(names)))) for k in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            done[clients].append(sum(counts) / seconds)
+    return done
+
+
 def report(r: dict) -> None:
     def row(label: str, key: str) -> None:
         s = r[key]
         print(f"  {label:<38} n={s['n']:<4} median {s['median_ms']:8.1f} ms   p95 {s['p95_ms']:8.1f} ms")
 
-    print("\nHTTP on 127.0.0.1 (one keep-alive connection; gunicorn gthread, 1 process, 8 threads):")
+    print("\nHTTP on 127.0.0.1 (one keep-alive connection; gunicorn gthread, WEB_WORKERS processes, 8 threads):")
     row("GET /healthz (baseline)", "healthz")
     row("decode + detect alone (baseline)", "detector_alone")
     row("POST /upload_file, new 640-px photo", "upload_new")
@@ -295,6 +327,9 @@ def report(r: dict) -> None:
           f"(+{up - det:.1f} ms for HTTP, hashing, storage, first page)")
     print(f"  get_similar / healthz          {sim / hz:6.2f}×")
     print(f"  get_similar during uploads / idle {r['get_similar_during_uploads']['median_ms'] / sim:6.2f}×")
+    one, four = statistics.median(r["similar_per_s_1_client"]), statistics.median(r["similar_per_s_4_clients"])
+    print(f"\nGET /get_similar throughput (median of {len(r['similar_per_s_1_client'])} interleaved rounds):")
+    print(f"  1 client {one:7.1f} req/s   4 clients {four:7.1f} req/s   ratio {four / one:4.2f}× (target >= 1.6×)")
     print("\ntargets:")
     print(f"  upload median {up:.1f} ms <= {TARGET_UPLOAD_MS:.0f} ms: {'yes' if up <= TARGET_UPLOAD_MS else 'NO'}")
     sim_ok = "yes" if sim <= TARGET_SIMILAR_MS else "NO"

@@ -7,7 +7,11 @@ import pytest
 
 from recommender.classes import NUM_CLASSES, class_id
 from recommender.detection.base import Detections
-from recommender.explain import class_contributions, explain_match, explain_matches, why
+from recommender.explain import class_contributions, explain_matches, why
+
+
+def explain_match(query, result):
+    return explain_matches(query, result[None])[0]
 from recommender.index import NeighborIndex
 from recommender.vectors import (
     RANKINGS,

@@ -7,18 +7,22 @@ made themselves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from .config import Settings, SettingsError
 from .detection import Detector, DetectorError, DetectorSpec, create_detector, resolve
 from .service import Admin, Detectors, Ingest, LiveCollection, Queries, Recommender
+from .service.errors import SetupError, database_errors, first_line
 from .service.index_adapter import INDEX_KINDS
 from .service.results import DISPLAY_THRESHOLD
-from .storage import MediaStore, Repository, create_database_engine, ensure_schema
+from .storage import DatabaseURLError, MediaStore, Repository, SchemaError, create_database_engine, ensure_schema
+from .storage.migrate import current_revision, head_revision, upgrade
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +60,53 @@ def make_detector(settings: Settings, *, box_threshold: float | None = None) -> 
     )
 
 
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    """An engine for DATABASE_URL; its problems become a SetupError that says what to do."""
+    try:
+        engine = create_database_engine(settings.resolved_database_url)
+    except DatabaseURLError as exc:
+        raise SetupError(str(exc)) from None
+    try:
+        yield engine
+    except SchemaError as exc:
+        engine.dispose()
+        raise SetupError(str(exc)) from None
+    except DBAPIError as exc:
+        engine.dispose()
+        raise SetupError(f"cannot use the database: {first_line(exc.orig or exc)}") from None
+    except BaseException:
+        engine.dispose()
+        raise
+
+
 def open_database(settings: Settings, *, migrate: bool | None = None) -> Engine:
     """The engine, with the schema checked or applied.
 
     ``migrate=None`` applies migrations for SQLite (a local file the service owns) and only
     checks them for PostgreSQL, where schema changes are an explicit operator step
-    (``recommender db upgrade``); a database that is behind raises SchemaError naming it.
+    (``recommender db upgrade``); a database that is behind is a SetupError naming it.
     """
-    engine = create_database_engine(settings.resolved_database_url)
-    try:
+    with _database(settings) as engine:
         ensure_schema(engine, migrate=engine.dialect.name == "sqlite" if migrate is None else migrate)
-    except BaseException:
+        return engine
+
+
+def migrate_database(settings: Settings) -> tuple[str | None, str, str]:
+    """Apply the migrations: (revision before, revision after, the database without its password)."""
+    with _database(settings) as engine:
+        before = current_revision(engine)
+        after = upgrade(engine)
         engine.dispose()
-        raise
-    return engine
+        return before, after, engine.url.render_as_string(hide_password=True)
+
+
+def database_revision(settings: Settings) -> tuple[str | None, str]:
+    """(the database's schema revision or None, the newest this version knows)."""
+    with _database(settings) as engine:
+        current = current_revision(engine)
+        engine.dispose()
+        return current, head_revision()
 
 
 def build(settings: Settings, *, migrate: bool | None = None, detector_factory: DetectorFactory | None = None) -> Recommender:
@@ -80,7 +117,8 @@ def build(settings: Settings, *, migrate: bool | None = None, detector_factory: 
     engine = open_database(settings, migrate=migrate)
     repository = Repository(engine)
     try:
-        active = repository.ensure_active(spec.name)
+        with database_errors():
+            active = repository.ensure_active(spec.name)
         if active != spec.name:
             log.info("the collection uses detector %s (DETECTOR=%s only chooses a new collection's; "
                      "switch with `recommender reindex --detector %s --activate`)", active, spec.name, spec.name)

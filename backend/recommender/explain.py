@@ -29,41 +29,26 @@ class ClassContribution:
     share: float  # fraction of the query-result similarity this class accounts for, 0..1
 
 
-def class_contributions(
-    query_raw: np.ndarray,
-    result_raw: np.ndarray,
-    ranking: Ranking | None = None,
-) -> np.ndarray:
+def _shares(query_raw: np.ndarray, results_raw: np.ndarray, ranking: Ranking | None) -> np.ndarray:
+    """float64[n, 81]: each class's share of the similarity u·w of the query with each result."""
+    ranking = ranking or RANKINGS[DEFAULT_RANKING]
+    query = np.asarray(query_raw, dtype=np.float64)
+    results = np.asarray(results_raw, dtype=np.float64)
+    if query.shape != (NUM_CLASSES,) or results.ndim != 2 or results.shape[1] != NUM_CLASSES:
+        raise ValueError(f"expected raw vectors of {NUM_CLASSES} scores, got shapes {query.shape} and {results.shape}")
+    u = np.asarray(ranking.query_transform(query), dtype=np.float64)
+    terms = np.asarray(ranking.index_transform(results), dtype=np.float64) * u
+    terms[:, 0] = 0.0
+    totals = terms.sum(axis=1, keepdims=True)
+    return np.clip(np.divide(terms, totals, out=np.zeros_like(terms), where=totals > 0), 0.0, None)
+
+
+def class_contributions(query_raw: np.ndarray, result_raw: np.ndarray, ranking: Ranking | None = None) -> np.ndarray:
     """float64[81]: each class's share of the similarity u·w (sums to 1 unless nothing is shared).
 
     ``ranking`` defaults to the service's. Raw vectors are the stored ones (float[81]).
     """
-    ranking = ranking or RANKINGS[DEFAULT_RANKING]
-    query = np.asarray(query_raw, dtype=np.float64)
-    result = np.asarray(result_raw, dtype=np.float64)
-    if query.shape != (NUM_CLASSES,) or result.shape != (NUM_CLASSES,):
-        raise ValueError(f"expected two raw vectors of {NUM_CLASSES} scores, got shapes {query.shape} and {result.shape}")
-    u = np.asarray(ranking.query_transform(query), dtype=np.float64)
-    w = np.asarray(ranking.index_transform(result), dtype=np.float64)
-    terms = u * w
-    total = float(terms.sum())
-    shares = np.zeros(NUM_CLASSES, dtype=np.float64)
-    if total > 0:
-        shares[:] = np.clip(terms[:NUM_CLASSES] / total, 0.0, None)
-    shares[0] = 0.0
-    return shares
-
-
-def explain_match(
-    query_raw: np.ndarray,
-    result_raw: np.ndarray,
-    top: int = DEFAULT_TOP,
-    min_share: float = DEFAULT_MIN_SHARE,
-    ranking: Ranking | None = None,
-) -> list[ClassContribution]:
-    """The ``top`` classes that contributed most (each at least ``min_share``), biggest first."""
-    shares = class_contributions(query_raw, result_raw, ranking)
-    return _top(shares, top, min_share)
+    return _shares(query_raw, np.asarray(result_raw, dtype=np.float64).reshape(1, -1), ranking)[0]
 
 
 def explain_matches(
@@ -73,15 +58,10 @@ def explain_matches(
     min_share: float = DEFAULT_MIN_SHARE,
     ranking: Ranking | None = None,
 ) -> list[list[ClassContribution]]:
-    """``explain_match`` for a whole page of results (n×81) in one vectorised pass."""
-    ranking = ranking or RANKINGS[DEFAULT_RANKING]
+    """For each result (n×81), the ``top`` classes that contributed most to its similarity with
+    the query (each at least ``min_share``), biggest first."""
     results = np.asarray(results_raw, dtype=np.float64).reshape(-1, NUM_CLASSES)
-    u = np.asarray(ranking.query_transform(np.asarray(query_raw, dtype=np.float64)), dtype=np.float64)
-    terms = np.asarray(ranking.index_transform(results), dtype=np.float64) * u
-    terms[:, 0] = 0.0
-    totals = terms.sum(axis=1, keepdims=True)
-    shares = np.clip(np.divide(terms, totals, out=np.zeros_like(terms), where=totals > 0), 0.0, None)
-    return [_top(row, top, min_share) for row in shares]
+    return [_top(row, top, min_share) for row in _shares(query_raw, results, ranking)]
 
 
 def _top(shares: np.ndarray, top: int, min_share: float) -> list[ClassContribution]:

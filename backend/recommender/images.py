@@ -36,6 +36,7 @@ from PIL import (  # noqa: F401  (imported for their registration side effect)
     WebPImagePlugin,
 )
 
+from .errors import error_kind
 from .formats import FORMAT_LIST, FORMATS
 
 __all__ = [
@@ -55,43 +56,17 @@ _DEFAULT_MAX_PIXELS = 50_000_000
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
-class ImageError(ValueError):
-    """Bytes that cannot be used as an image. ``str(exc)`` is meant for the end user."""
-
-    code: str = "invalid_image"
-    status: int = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotAnImageError(ImageError):
-    """The content is not in one of the supported image formats."""
-
-    code = "unsupported_media_type"
-    status = 415
-
-
-class CorruptImageError(ImageError):
-    """The content starts like a supported image but cannot be decoded."""
-
-    code = "undecodable_image"
-    status = 422
-
-
-class ImageTooLargeError(ImageError):
-    """The image's dimensions exceed the limit (possibly a decompression bomb)."""
-
-    code = "image_too_large"
-    status = 422
-
-
-class FileTooLargeError(ImageError):
-    """The file has more bytes than allowed."""
-
-    code = "payload_too_large"
-    status = 413
+ImageError = error_kind("ImageError", "invalid_image", 400, "Bytes that cannot be used as an image.")
+NotAnImageError = error_kind(
+    "NotAnImageError", "unsupported_media_type", 415, "Not in one of the supported image formats.", ImageError
+)
+CorruptImageError = error_kind(
+    "CorruptImageError", "undecodable_image", 422, "Starts like a supported image but cannot be decoded.", ImageError
+)
+ImageTooLargeError = error_kind(
+    "ImageTooLargeError", "image_too_large", 422, "More pixels than allowed (perhaps a decompression bomb).", ImageError
+)
+FileTooLargeError = error_kind("FileTooLargeError", "payload_too_large", 413, "More bytes than allowed.", ImageError)
 
 
 @dataclass(frozen=True)

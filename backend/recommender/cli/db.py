@@ -11,9 +11,7 @@ import click
 
 from .. import bootstrap
 from ..config import Settings, SettingsError
-from ..service import Recommender, ServiceError, first_line
-from ..storage import DatabaseURLError, SchemaError, create_database_engine
-from ..storage.migrate import current_revision, head_revision, upgrade
+from ..service import Recommender, ServiceError
 from . import main
 
 
@@ -44,16 +42,10 @@ def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def open_service(settings: Settings) -> Recommender:
     """The service, or a one-line error for the user (bad setting or URL, database down, not migrated)."""
-    from sqlalchemy.exc import DBAPIError
-
     try:
         return bootstrap.build(settings)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-    except (SchemaError, DatabaseURLError, ServiceError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except DBAPIError as exc:
-        raise click.ClickException(f"cannot use the database: {first_line(exc.orig or exc)}") from None
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 @main.group("db")
@@ -65,20 +57,10 @@ def db() -> None:
 @database_options
 def db_upgrade(settings: Settings) -> None:
     """Apply the database migrations (creates the tables on a new database)."""
-    from sqlalchemy.exc import DBAPIError
-
     try:
-        engine = create_database_engine(settings.resolved_database_url)
-    except DatabaseURLError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        before = current_revision(engine)
-        after = upgrade(engine)
-    except (SchemaError, DBAPIError) as exc:
-        raise click.ClickException(f"migration failed: {first_line(getattr(exc, 'orig', None) or exc)}") from None
-    finally:
-        engine.dispose()
-    where = engine.url.render_as_string(hide_password=True)
+        before, after, where = bootstrap.migrate_database(settings)
+    except ServiceError as exc:
+        raise click.ClickException(f"migration failed: {exc.message}") from None
     if before == after:
         click.echo(f"{where} is up to date (revision {after}).")
     else:
@@ -89,18 +71,12 @@ def db_upgrade(settings: Settings) -> None:
 @database_options
 def db_current(settings: Settings) -> None:
     """Show the database's schema revision and the newest one this version knows."""
-    from sqlalchemy.exc import DBAPIError
-
     try:
-        engine = create_database_engine(settings.resolved_database_url)
-        try:
-            current = current_revision(engine)
-        finally:
-            engine.dispose()
-    except (DatabaseURLError, DBAPIError) as exc:
-        raise click.ClickException(first_line(getattr(exc, "orig", None) or exc)) from None
+        current, head = bootstrap.database_revision(settings)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None
     click.echo(f"current: {current or 'none (run `recommender db upgrade`)'}")
-    click.echo(f"head:    {head_revision()}")
+    click.echo(f"head:    {head}")
 
 
 @db.command("clean-media")

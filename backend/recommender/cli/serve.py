@@ -10,8 +10,9 @@ from typing import Any
 import click
 from gunicorn.app.base import BaseApplication
 
+from .. import bootstrap
 from ..config import Settings
-from ..service import first_line
+from ..service import ServiceError
 from . import main
 from .db import database_options
 
@@ -66,7 +67,7 @@ def serve(
     frontend_dir: Path | None,
     access_log: bool,
 ) -> None:
-    """Serve the discovery page and the API with gunicorn (threads, one process by default).
+    """Serve the discovery page and the API with gunicorn (WEB_WORKERS processes of threads).
 
     The server accepts connections at once; the detector and the index load in the
     background and /healthz answers 503 until they are ready.
@@ -90,6 +91,11 @@ def serve(
         configure_logging()
         return create_app(settings, frontend_dir=page_dir, upload_slots=upload_slots)
 
+    _Gunicorn(factory, _gunicorn_options(settings, threads, access_log)).run()
+    sys.exit(0)
+
+
+def _gunicorn_options(settings: Settings, threads: int, access_log: bool) -> dict[str, Any]:
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
@@ -100,7 +106,7 @@ def serve(
         click.echo("The detector and the index are loading; /healthz says 'ok' when ready.", err=True)
 
     bind_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    options: dict[str, Any] = {
+    return {
         "bind": f"{bind_host}:{settings.port}",
         "workers": settings.web_workers,
         "worker_class": "gthread",
@@ -120,8 +126,6 @@ def serve(
         # one machine (tests, a benchmark) would fight over it, and nothing here uses it.
         "control_socket_disable": True,
     }
-    _Gunicorn(factory, options).run()
-    sys.exit(0)
 
 
 def _check_database(settings: Settings) -> None:
@@ -130,20 +134,7 @@ def _check_database(settings: Settings) -> None:
     SQLite is created and migrated by the service itself; PostgreSQL must be migrated by the
     operator (``recommender db upgrade``), so its schema is checked here.
     """
-    from sqlalchemy.exc import DBAPIError
-
-    from ..storage import DatabaseURLError, SchemaError, check_schema, create_database_engine
-
     try:
-        engine = create_database_engine(settings.resolved_database_url)
-    except DatabaseURLError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        if engine.dialect.name != "sqlite":
-            check_schema(engine)
-    except SchemaError as exc:
-        raise click.ClickException(str(exc)) from None
-    except DBAPIError as exc:
-        raise click.ClickException(f"cannot use the database: {first_line(exc.orig or exc)}") from None
-    finally:
-        engine.dispose()
+        bootstrap.open_database(settings).dispose()
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None

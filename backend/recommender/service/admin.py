@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass
 
 from ..detection import Detections
 from ..images import ImageError, decode_image
@@ -22,14 +23,14 @@ ORPHAN_GRACE_SECONDS = 600.0
 _ACTIVATION_ROUNDS = 10
 
 
+@dataclass(eq=False)
 class Admin:
-    def __init__(self, repository: Repository, media: MediaStore, detectors: Detectors, collection: LiveCollection,
-                 *, prepare_threads: int = 2) -> None:
-        self._repository = repository
-        self._media = media
-        self._detectors = detectors
-        self._collection = collection
-        self._prepare_threads = prepare_threads
+    _repository: Repository
+    _media: MediaStore
+    _detectors: Detectors
+    _collection: LiveCollection
+    _: KW_ONLY
+    prepare_threads: int = 2
 
     def delete(self, name: str) -> ImageInfo:
         """Delete an image: its row, detections and vectors, its files; every index follows the feed."""
@@ -57,7 +58,7 @@ class Admin:
         notify = progress or (lambda _event: None)
         with database_errors():
             name = detector or self._collection.current().detector
-            self._detectors.load(name)
+            self._detectors.get(name)  # an unknown name fails here, before any work
             result = ReindexResult(detector=name)
             missing = self._repository.missing_vectors(name)
             result.missing = len(missing)
@@ -93,7 +94,9 @@ class Admin:
             return self._detectors.detect(detector, decode_image(path.read_bytes()).rgb)
 
         total = len(records)
-        threads = self._prepare_threads + self._detectors.slots
+        if total:
+            self._detectors.load(detector)  # only now: switching back to stored vectors needs no weights
+        threads = self.prepare_threads + self._detectors.slots
         for record, outcome in ordered_map(records, work, threads=threads, expected=(ImageError, OSError, ServiceError)):
             if isinstance(outcome, BaseException):
                 result.failed.append((record.name, reason(outcome)))

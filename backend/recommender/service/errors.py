@@ -8,41 +8,18 @@ from collections.abc import Iterator
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from ..errors import error_kind
+
 log = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
-    code: str = "internal_error"
-    status: int = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(ServiceError):
-    code = "not_found"
-    status = 404
-
-
-class InvalidRequest(ServiceError):
-    code = "bad_request"
-    status = 400
-
-
-class Unavailable(ServiceError):
-    """A dependency (database, detector weights, detection capacity) is not available now."""
-
-    code = "unavailable"
-    status = 503
-
-
-class DetectorUnavailable(Unavailable):
-    code = "detector_unavailable"
-
-
-class Busy(Unavailable):
-    code = "busy"
+ServiceError = error_kind("ServiceError", "internal_error", 500, "A request the service cannot fulfil.")
+NotFound = error_kind("NotFound", "not_found", 404, "No such image.", ServiceError)
+InvalidRequest = error_kind("InvalidRequest", "bad_request", 400, "A parameter is out of range.", ServiceError)
+Unavailable = error_kind("Unavailable", "unavailable", 503, "A dependency is not available now.", ServiceError)
+SetupError = error_kind("SetupError", "setup", 503, "Cannot start as configured (database, schema).", Unavailable)
+DetectorUnavailable = error_kind("DetectorUnavailable", "detector_unavailable", 503, "No usable weights.", Unavailable)
+Busy = error_kind("Busy", "busy", 503, "Every detection slot stayed taken too long.", Unavailable)
 
 
 def first_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from ..detection import Detections
@@ -49,30 +49,21 @@ class Prepared:
     existing: ImageRecord | None
 
 
+@dataclass(eq=False)
 class Ingest:
-    def __init__(
-        self,
-        repository: Repository,
-        media: MediaStore,
-        detectors: Detectors,
-        collection: LiveCollection,
-        *,
-        max_upload_bytes: int | None,
-        clean_orphans: Callable[[], int],
-        prepare_threads: int = 2,
-    ) -> None:
-        self._repository = repository
-        self._media = media
-        self._detectors = detectors
-        self._collection = collection
-        self._max_upload_bytes = max_upload_bytes
-        self._clean_orphans = clean_orphans
-        self._prepare_threads = prepare_threads
+    _repository: Repository
+    _media: MediaStore
+    _detectors: Detectors
+    _collection: LiveCollection
+    _: KW_ONLY
+    max_upload_bytes: int | None
+    clean_orphans: Callable[[], int]
+    prepare_threads: int = 2
 
     def upload(self, data: bytes, name_hint: str | None = None) -> IngestResult:
         """Store uploaded bytes (at most MAX_UPLOAD_MB) and index them; the same bytes twice are a duplicate."""
         with database_errors():
-            return self._finish(self._prepare(data, name_hint, self._max_upload_bytes))
+            return self._finish(self._prepare(data, name_hint, self.max_upload_bytes))
 
     def file(self, path: str | os.PathLike[str], name_hint: str | None = None) -> IngestResult:
         """Store one image file (no size limit: the operator chose it)."""
@@ -97,7 +88,7 @@ class Ingest:
             detector = self._active()
             self._detectors.load(detector)  # fail before any work when the weights are missing
             if clean_orphans:
-                summary.orphans_removed = self._clean_orphans()
+                summary.orphans_removed = self.clean_orphans()
             notify(IngestEvent("started", summary.total))
             for path, reason in summary.failed:
                 notify(IngestEvent("failed", summary.total, Path(path), message=reason))
@@ -106,7 +97,7 @@ class Ingest:
                 prepared = self._prepare(path.read_bytes(), path.name, None)
                 return prepared, None if prepared.existing else self._detectors.detect(detector, prepared.image.rgb)
 
-            threads = self._prepare_threads + self._detectors.slots
+            threads = self.prepare_threads + self._detectors.slots
             expected = (ImageError, OSError, ServiceError)
             for path, outcome in ordered_map(files, work, threads=threads, expected=expected):
                 self._count(summary, notify, path, outcome, detector)

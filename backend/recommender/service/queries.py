@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,11 +30,11 @@ from .results import (
 MAX_PAGE = 10**9
 
 
+@dataclass(eq=False)
 class Queries:
-    def __init__(self, repository: Repository, media: MediaStore, collection: LiveCollection) -> None:
-        self._repository = repository
-        self._media = media
-        self._collection = collection
+    _repository: Repository
+    _media: MediaStore
+    _collection: LiveCollection
 
     # -- one image --------------------------------------------------------------------------
     def image(self, name: str) -> ImageInfo:

@@ -7,19 +7,6 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
-class ImageRecord:
-    id: int
-    name: str
-    sha256: str
-    width: int
-    height: int
-    format: str
-    mime: str
-    size_bytes: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class NewImage:
     name: str
     sha256: str
@@ -28,6 +15,14 @@ class NewImage:
     format: str
     mime: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class ImageRecord(NewImage):
+    """A stored image: what was added, plus its id and when."""
+
+    id: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ..classes import NUM_CLASSES
 from ..detection.base import Detections
-from . import feed
-from .records import (
-    ContentExists,
-    DetectionRecord,
-    DetectorChanged,
-    ImageRecord,
-    ImageSummary,
-    NameTaken,
-    NewImage,
-    VectorsMissing,
-)
+from . import feed, records
+from .records import DetectionRecord, ImageRecord, ImageSummary, NewImage
 from .schema import detections as detections_t
 from .schema import images as images_t
 from .schema import state as state_t
@@ -71,15 +62,15 @@ class Repository:
                 # before (and we see it) or it will see this image as missing a vector.
                 active = _state(conn, ACTIVE_DETECTOR)
                 if active != detector:
-                    raise DetectorChanged(active)
+                    raise records.DetectorChanged(active)
                 feed.append(conn, feed.VECTOR, record.id, detector)
                 return record
         except IntegrityError:
             existing = self.get_by_sha256(image.sha256)
             if existing is not None:
-                raise ContentExists(existing) from None
+                raise records.ContentExists(existing) from None
             if self.name_exists(image.name):
-                raise NameTaken(image.name) from None
+                raise records.NameTaken(image.name) from None
             raise
 
     def store_vector(self, image_id: int, detector: str, found: Detections, vector: np.ndarray) -> bool:
@@ -114,7 +105,7 @@ class Repository:
             feed.lock(conn)
             missing = conn.execute(select(func.count()).select_from(images_t).where(~_has_vector(detector))).scalar_one()
             if missing:
-                raise VectorsMissing(detector, int(missing))
+                raise records.VectorsMissing(detector, int(missing))
             feed.append(conn, feed.ACTIVATE, None, detector)
 
     def ensure_active(self, default: str) -> str:

@@ -9,6 +9,7 @@ for old clients), ``GET /random``, ``GET /images/<name>`` (+ ``/thumb``, ``/dete
 from __future__ import annotations
 
 import hmac
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def healthz() -> tuple[Response, int]:
     body = {
         "status": "ok",
         **shapes.status_json(status),
+        "pid": os.getpid(),  # which server process answered (there are WEB_WORKERS of them)
         "page_size": context.settings.page_size,
         "max_upload_bytes": context.settings.max_upload_bytes,
     }
