@@ -397,6 +397,15 @@
     showQuery(name);
   }
 
+  // The address bar names the uploaded photo, so the view can be shared and Back leaves it.
+  // Uploading the photo the address already names (a duplicate) replaces the entry: a second
+  // copy would make Back appear to do nothing.
+  function rememberQuery(name) {
+    const url = `/?q=${enc(name)}`;
+    if (new URLSearchParams(location.search).get("q") === name) history.replaceState({ q: name }, "", url);
+    else history.pushState({ q: name }, "", url);
+  }
+
   function goHome(push = true) {
     if (push) history.pushState({}, "", "/");
     showHome();
@@ -447,7 +456,7 @@
       const data = await api("/upload_file", { method: "POST", body: form });
       if (data.duplicate) notify("This photo is already in the collection; here it is.", "info");
       else clearNotice();
-      history.pushState({ q: data.name }, "", `/?q=${enc(data.name)}`);
+      rememberQuery(data.name);
       await showQuery(data.name, { upload: data });
     } catch (err) {
       notify(err.message, "error");
