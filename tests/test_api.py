@@ -24,7 +24,7 @@ from recommender import bootstrap
 from recommender.classes import CLASS_NAMES
 from recommender.config import Settings
 from recommender.detection import Detector, DetectorError, create_detector
-from recommender.detection.weights import fetch_yolov5
+from recommender.detection.fetch import fetch_yolov5
 from recommender.service import Recommender
 from recommender.web import create_app
 

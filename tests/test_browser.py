@@ -72,7 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco_dev
     if not recommender.exists():
         pytest.fail(f"the recommender command is not installed next to {sys.executable}")
     from recommender.detection import DetectorError
-    from recommender.detection.weights import fetch_yolov5
+    from recommender.detection.fetch import fetch_yolov5
 
     try:
         fetch_yolov5(weights_dir)  # idempotent: only a fresh checkout downloads anything

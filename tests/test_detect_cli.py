@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from recommender.cli import main
-from recommender.detection.weights import fetch_yolov5
+from recommender.detection.fetch import fetch_yolov5
 
 GOOD = ("000000000139.jpg", "000000005193.jpg")  # a living room with a tv; people on a beach
 

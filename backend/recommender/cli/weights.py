@@ -9,7 +9,8 @@ import click
 from .. import bootstrap
 from ..config import Settings
 from ..detection import DetectorError
-from ..detection.weights import fetch_yolov5, maskrcnn_weights_path
+from ..detection.fetch import fetch_yolov5
+from ..detection.weights import maskrcnn_weights_path
 from . import main
 from .options import detector_options
 
