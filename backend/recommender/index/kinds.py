@@ -1,0 +1,59 @@
+"""The index kinds a setting can name, and the one way to build any of them."""
+
+from __future__ import annotations
+
+from .balltree import BallTreeSearch
+from .core import Index
+from .quantized import QuantizedScan
+
+
+class ExactIndex(Index):
+    """Default: uint8 scan with an error bound over both cores, then exact re-scoring."""
+
+    kind = "exact"
+    engine_class = QuantizedScan
+
+
+class BallTreeIndex(Index):
+    """The design's scikit-learn BallTree; same pages as the default."""
+
+    kind = "balltree"
+    engine_class = BallTreeSearch
+
+
+KINDS: dict[str, type[Index]] = {cls.kind: cls for cls in (ExactIndex, BallTreeIndex)}
+DEFAULT_KIND = "exact"
+
+
+def index_class(kind: str) -> type[Index]:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}") from None
+
+
+def build_index(ids, points, labels=None, kind: str = DEFAULT_KIND, **options) -> Index:
+    """An index of the given kind (``exact`` default, ``balltree``) over the given points."""
+    return index_class(kind).build(ids, points, labels, **options)
+
+
+def empty_index(kind: str = DEFAULT_KIND, **options) -> Index:
+    return build_index([], None, None, kind, **options)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the scan for in-memory and memory-mapped arrays.
+
+    The first compilation takes about 5 s, later starts about 0.2 s (cached); call this at
+    start-up so no request pays for it.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for readonly in (False, True):
+        index = build_index(np.arange(4), rng.random((4, 81)))
+        if readonly:
+            for array in (index._engine.blocks, index._engine.norms, index._labels):
+                array.setflags(write=False)
+        index.query(rng.random(81), require=[1], max_distance=1.0)
+        index.query(rng.random(81))
