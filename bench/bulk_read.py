@@ -72,11 +72,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"n = {args.n:,} vectors of {NUM_CLASSES} float32, {args.repeat} interleaved reads per method")
 
+    if "sqlite" in args.backends:
+        _sqlite(args, rng)
+    if "postgresql" in args.backends:
+        _postgresql(args, rng)
+
+
+def _sqlite(args, rng) -> None:
     path = args.tmp / f"bulk-{uuid.uuid4().hex[:8]}.sqlite3"
     engine = create_database_engine(f"sqlite:///{path}")
     try:
@@ -90,6 +98,8 @@ def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
+
+def _postgresql(args, rng) -> None:
     admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
     name = f"bulk_bench_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:

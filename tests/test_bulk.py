@@ -51,3 +51,21 @@ def test_bulk_read_equals_repository_vectors(repo: Repository):
 def test_bulk_read_of_a_detector_without_vectors_is_empty(repo: Repository):
     ids, values = read_vectors(repo.engine, "nobody")
     assert ids.shape == (0,) and values.shape == (0, NUM_CLASSES)
+
+
+def test_sqlite_row_batch_fallback_reads_the_same(tmp_path):
+    from recommender.storage.bulk import _sqlite_batches, _sqlite_concatenated
+
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'b.sqlite3'}")
+    upgrade(engine)
+    repo = Repository(engine)
+    vectors = np.random.default_rng(4).random((50, NUM_CLASSES)).astype(np.float32)
+    with repo.transaction() as conn:
+        for i in range(50):
+            repo.put_vector(conn, repo.add_image(conn, _image(i)).id, "yolov5s", vectors[i], new=True)
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        fast, slow = _sqlite_concatenated(driver, "yolov5s"), _sqlite_batches(driver, "yolov5s")
+    assert fast is not None and np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    assert np.array_equal(slow[1], vectors)
+    engine.dispose()

@@ -4,10 +4,10 @@
   psycopg 3. Every row of that stream has the same layout (2 fields; int4 id; a one-dimensional
   float4 array of 81 elements without NULLs), so the stream is parsed by one numpy structured
   dtype, in chunks, and every row's framing is checked.
-* SQLite: the vectors are 324-byte float32 BLOBs. The sqlite3 module makes one tuple per row
-  (there is no binary bulk export), so rows are fetched in large batches straight from the
-  driver, bypassing SQLAlchemy's row processing, and the blobs are joined and viewed as one
-  float32 matrix.
+* SQLite: the vectors are 324-byte float32 BLOBs. SQLite concatenates them itself
+  (``group_concat`` over the ordered rows) and returns one blob and one text of ids, viewed as
+  one float32 matrix: no Python object per row. If that cannot be trusted (see
+  ``_sqlite_concatenated``) rows are fetched in large batches straight from the driver.
 
 Both return exactly what ``Repository.vectors`` returns: (ids int64[n], float32[n, 81]) ordered
 by image id.
@@ -129,18 +129,47 @@ def _check_rows(rows: np.ndarray) -> None:
 
 
 def _read_sqlite(engine: Engine, detector: str) -> tuple[np.ndarray, np.ndarray]:
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        found = _sqlite_concatenated(driver, detector)
+        return found if found is not None else _sqlite_batches(driver, detector)
+
+
+def _sqlite_concatenated(driver, detector: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """One row for the whole detector: all blobs concatenated by SQLite, all ids as one text.
+
+    group_concat works on text, which in a UTF-8 database is the blob's bytes unchanged; the
+    two aggregates run over the same ordered rows, so ids and blobs stay aligned. Anything
+    unexpected (another encoding, a blob of another length, ids out of order) returns None
+    and the caller takes the row-batch path.
+    """
+    if driver.execute("PRAGMA encoding").fetchone()[0] != "UTF-8":
+        return None
+    blob, id_text, count = driver.execute(
+        "SELECT CAST(group_concat(v, x'') AS BLOB), group_concat(image_id), count(*) "
+        'FROM (SELECT image_id, "values" AS v FROM vectors WHERE detector = ? ORDER BY image_id)',
+        (detector,),
+    ).fetchone()
+    if count == 0:
+        return np.empty(0, np.int64), np.empty((0, NUM_CLASSES), np.float32)
+    ids = np.array(id_text.split(","), dtype=np.int64)
+    if len(blob) != count * NUM_CLASSES * 4 or ids.shape[0] != count or not (np.diff(ids) > 0).all():
+        return None
+    return ids, np.frombuffer(blob, dtype="<f4").reshape(count, NUM_CLASSES).astype(np.float32)
+
+
+def _sqlite_batches(driver, detector: str) -> tuple[np.ndarray, np.ndarray]:
     ids: list[int] = []
     blobs: list[bytes] = []
-    with engine.connect() as conn:
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            cursor.execute('SELECT image_id, "values" FROM vectors WHERE detector = ? ORDER BY image_id', (detector,))
-            while batch := cursor.fetchmany(_SQLITE_BATCH):
-                batch_ids, batch_blobs = zip(*batch)
-                ids.extend(batch_ids)
-                blobs.extend(batch_blobs)
-        finally:
-            cursor.close()
+    cursor = driver.cursor()
+    try:
+        cursor.execute('SELECT image_id, "values" FROM vectors WHERE detector = ? ORDER BY image_id', (detector,))
+        while batch := cursor.fetchmany(_SQLITE_BATCH):
+            batch_ids, batch_blobs = zip(*batch)
+            ids.extend(batch_ids)
+            blobs.extend(batch_blobs)
+    finally:
+        cursor.close()
     data = b"".join(blobs)
     if len(data) != len(ids) * NUM_CLASSES * 4:
         sizes = {len(b) for b in blobs}
