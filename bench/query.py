@@ -116,6 +116,7 @@ def run(n: int, sigma_name: str, args, seeds) -> None:
         print(f"| {m.name} | {stats_ms(results[1][m.name])} | {stats_ms(results[5][m.name])} | {sizes[m.name]:.0f} | {builds[m.name]:.2f} |", flush=True)
     if sigma_name == "spread":
         filtered(index, coll, rows, args)
+        changes(index, coll, rows, args)
     snapshot_times(index, args)
 
 
@@ -138,6 +139,25 @@ def filtered(index, coll, rows, args) -> None:
     print("\n| filtered query, page 1, default index | median / p95 ms |\n|---|---|")
     for name, _ in variants:
         print(f"| {name} | {stats_ms(times[name])} |")
+
+
+def changes(index, coll, rows, args) -> None:
+    """Cost of with_changes on a large index, and of querying with a delta and tombstones."""
+    rng = np.random.default_rng(2)
+    pending = rng.choice(len(coll), 10_000, replace=False)
+    busy = index.with_changes(coll.ids[pending[:5000]], coll.points[pending[5000:]], coll.labels[pending[5000:]],
+                              remove_ids=coll.ids[pending[5000:]])
+    step = [timed(busy.with_changes, [10**12 + i], coll.points[i : i + 1], remove_ids=[int(coll.ids[i])])[0] for i in range(50)]
+    times = {"base only": [], "5,000 upserts + 5,000 tombstones": []}
+    for row in rows:
+        q, exclude = coll.query_points(np.array([row]))[0], int(coll.ids[row])
+        for name, ix in (("base only", index), ("5,000 upserts + 5,000 tombstones", busy)):
+            times[name].append(timed(ix.query, q, 1, args.per_page, exclude_id=exclude)[0])
+    compact_s, _ = timed(busy.compacted)
+    print(f"\nwith_changes (1 upsert + 1 delete) on that index: median {statistics.median(step) * 1e3:.2f} ms; "
+          f"compacted(): {compact_s:.2f} s")
+    for name, samples in times.items():
+        print(f"query page 1, {name}: {stats_ms(samples)} ms")
 
 
 def snapshot_times(index, args) -> None:

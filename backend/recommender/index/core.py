@@ -29,11 +29,10 @@ from .contract import (
     check_points,
     check_query_vector,
     class_mask,
-    distance_keys,
-    label_filter,
     make_result,
     max_key_for,
 )
+from .delta import Delta
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 
@@ -56,10 +55,7 @@ class Index:
         self._sorted_ids, self._order = sorted_ids, order
         self.options = options
         self._dead = dead  # sorted base rows that are deleted or replaced
-        if delta is None:
-            delta = (_EMPTY_IDS, np.empty((0, DIM), np.float32), np.empty((0, 2), np.uint64))
-        self._delta_ids, self._delta_points, self._delta_labels = delta
-        self._delta_slot = {int(i): s for s, i in enumerate(self._delta_ids.tolist())}
+        self._delta = Delta.empty() if delta is None else delta
 
     # ------------------------------------------------------------------ construction
 
@@ -85,7 +81,7 @@ class Index:
         _readonly(ids, points, labels, sorted_ids, order)
         return cls(ids, points, labels, engine, sorted_ids, order, dict(options))
 
-    def _derive(self, dead: np.ndarray, delta: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Index:
+    def _derive(self, dead: np.ndarray, delta: Delta) -> Index:
         return type(self)(
             self._ids, self._points, self._labels, self._engine, self._sorted_ids, self._order, self.options, dead, delta
         )
@@ -104,19 +100,20 @@ class Index:
         return rows.astype(np.int64)
 
     def __len__(self) -> int:
-        return self._ids.shape[0] - self._dead.shape[0] + self._delta_ids.shape[0]
+        return self._ids.shape[0] - self._dead.shape[0] + len(self._delta)
 
     def __contains__(self, image_id: object) -> bool:
         if isinstance(image_id, bool) or not isinstance(image_id, Integral) or not -(2**63) <= image_id < 2**63:
             return False
-        return int(image_id) in self._delta_slot or self._base_rows(np.array([image_id], np.int64))[0] >= 0
+        probe = np.array([image_id], np.int64)
+        return self._delta.slots(probe)[0] >= 0 or self._base_rows(probe)[0] >= 0
 
     def stats(self) -> dict[str, int | str]:
         return {
             "kind": self.kind,
             "size": len(self),
             "base": int(self._ids.shape[0]),
-            "delta": int(self._delta_ids.shape[0]),
+            "delta": len(self._delta),
             "tombstones": int(self._dead.shape[0]),
         }
 
@@ -124,7 +121,7 @@ class Index:
         """Every live image id, in no particular order."""
         alive = np.ones(self._ids.shape[0], dtype=bool)
         alive[self._dead] = False
-        return np.concatenate([self._ids[alive], self._delta_ids])
+        return np.concatenate([self._ids[alive], self._delta.ids])
 
     # ------------------------------------------------------------------ changes
 
@@ -143,29 +140,23 @@ class Index:
             return self
         base_rows = self._base_rows(touched)
         dead = np.union1d(self._dead, base_rows[base_rows >= 0])
-        keep = ~np.isin(self._delta_ids, touched)
-        delta = (
-            np.concatenate([self._delta_ids[keep], up_ids]),
-            np.concatenate([self._delta_points[keep], up_points]),
-            np.concatenate([self._delta_labels[keep], up_labels]),
-        )
-        return self._derive(dead.astype(np.int64), delta)
+        return self._derive(dead.astype(np.int64), self._delta.replaced(touched, up_ids, up_points, up_labels))
 
     def needs_compaction(self) -> bool:
-        pending = self._delta_ids.shape[0] + self._dead.shape[0]
+        pending = len(self._delta) + self._dead.shape[0]
         limit = max(int(self.options.get("compact_min", 2048)), float(self.options.get("compact_fraction", 0.01)) * len(self))
         return pending > limit
 
     def compacted(self) -> Index:
         """The same contents with the delta and tombstones folded into a new base (O(n))."""
-        if self._delta_ids.shape[0] == 0 and self._dead.shape[0] == 0:
+        if len(self._delta) == 0 and self._dead.shape[0] == 0:
             return self
         alive = np.ones(self._ids.shape[0], dtype=bool)
         alive[self._dead] = False
         return type(self)._from_base(
-            np.concatenate([self._ids[alive], self._delta_ids]),
-            np.ascontiguousarray(np.concatenate([self._points[alive], self._delta_points])),
-            np.ascontiguousarray(np.concatenate([self._labels[alive], self._delta_labels])),
+            np.concatenate([self._ids[alive], self._delta.ids]),
+            np.ascontiguousarray(np.concatenate([self._points[alive], self._delta.points])),
+            np.ascontiguousarray(np.concatenate([self._labels[alive], self._delta.labels])),
             None,
             self.options,
         )
@@ -188,7 +179,7 @@ class Index:
         max_key = max_key_for(max_distance)
         exclude_row, exclude_slot = -1, -1
         if exclude_id is not None and isinstance(exclude_id, Integral) and -(2**63) <= exclude_id < 2**63:
-            exclude_slot = self._delta_slot.get(int(exclude_id), -1)
+            exclude_slot = int(self._delta.slots(np.array([exclude_id], np.int64))[0])
             if exclude_slot < 0:
                 exclude_row = int(self._base_rows(np.array([exclude_id], np.int64))[0])
         elif exclude_id is not None:
@@ -198,7 +189,7 @@ class Index:
         k = start + per_page if start < len(self) else 0
         k = min(k, len(self))
         rows, keys, count = self._engine.search(q, k, self._dead, exclude_row, require, forbid, max_key)
-        d_ids, d_keys, d_count = self._delta_search(q, k, exclude_slot, require, forbid, max_key)
+        d_ids, d_keys, d_count = self._delta.search(q, k, exclude_slot, require, forbid, max_key)
         total = count + d_count
         if start >= total:
             return make_result(_EMPTY_IDS, np.empty(0), total, page, per_page)
@@ -206,21 +197,3 @@ class Index:
         keys = np.concatenate([keys, d_keys])
         order = np.lexsort((ids, keys))[start : start + per_page]
         return make_result(ids[order], keys[order], total, page, per_page)
-
-    def _delta_search(self, q, k, exclude_slot, require, forbid, max_key):
-        """The delta is small: exact keys for every eligible entry."""
-        m = self._delta_ids.shape[0]
-        if m == 0:
-            return _EMPTY_IDS, np.empty(0), 0
-        ok = label_filter(self._delta_labels, require, forbid)
-        if exclude_slot >= 0:
-            ok[exclude_slot] = False
-        keys = distance_keys(self._delta_points[ok], q)
-        ids = self._delta_ids[ok]
-        within = keys <= max_key
-        ids, keys = ids[within], keys[within]
-        if k < ids.shape[0]:
-            top = np.partition(keys, k - 1)[k - 1] if k > 0 else -1.0
-            near = keys <= top
-            return ids[near], keys[near], int(within.sum())
-        return ids, keys, int(ids.shape[0])

@@ -15,6 +15,10 @@ row i, times the grid, lies in ``[a_i - radius, a_i + radius]``. In the same pas
 * collects rows with ``lower <= T`` (T only shrinks, so the list is a superset of the final
   one; it is compacted when it fills up).
 
+Codes come in blocks of 256 rows stored column by column, so the dot products of a block are
+one vectorised loop per column. After it, the block's smallest lower bound decides whether
+any row of it needs the per-row logic at all: once the heap is full, almost no block does.
+
 Compiled with numba, without the GIL, so two threads can scan two halves of the rows.
 Only reassociation-style fast-math flags are enabled (never "no infinities/NaNs").
 """
@@ -98,6 +102,7 @@ def scan_blocks(
     """
     width = blocks.shape[2]
     acc = np.empty(width, dtype=np.float32)
+    lows = np.empty(width, dtype=np.float64)
     valid = np.empty(width, dtype=np.bool_)
     heap = np.empty(max(k, 1), dtype=np.float64)
     heap_size = 0
@@ -111,45 +116,70 @@ def scan_blocks(
     n_sure = 0
     dead_pos = np.searchsorted(dead, first * width)
     n_dead = dead.shape[0]
+    no_limit = max_hi >= BIG
     r0, r1, f0, f1 = require[0], require[1], forbid[0], forbid[1]
     for b in range(first, last):
         row0 = b * width
-        n_valid = 0
-        for r in range(width):
-            i = row0 + r
-            ok = i < n and i != exclude_row
-            if dead_pos < n_dead and dead[dead_pos] == i:
-                dead_pos += 1
-                ok = False
-            if ok and use_labels:
-                l0 = labels[i, 0]
-                l1 = labels[i, 1]
-                ok = (l0 & r0) == r0 and (l1 & r1) == r1 and (l0 & f0) == 0 and (l1 & f1) == 0
-            valid[r] = ok
-            n_valid += ok
-        if n_valid == 0:
-            continue  # e.g. a rare required class: most blocks cost only the label test
+        # Fast path: a full block with no tombstone, no excluded row and no class filter.
+        clean = (
+            not use_labels
+            and row0 + width <= n
+            and not (row0 <= exclude_row < row0 + width)
+            and (dead_pos >= n_dead or dead[dead_pos] >= row0 + width)
+        )
+        n_valid = width
+        if not clean:
+            n_valid = 0
+            for r in range(width):
+                i = row0 + r
+                ok = i < n and i != exclude_row
+                if dead_pos < n_dead and dead[dead_pos] == i:
+                    dead_pos += 1
+                    ok = False
+                if ok and use_labels:
+                    l0 = labels[i, 0]
+                    l1 = labels[i, 1]
+                    ok = (l0 & r0) == r0 and (l1 & r1) == r1 and (l0 & f0) == 0 and (l1 & f1) == 0
+                valid[r] = ok
+                n_valid += ok
+            if n_valid == 0:
+                continue  # e.g. a rare required class: most blocks cost only the label test
         _block_dots(blocks, b, g, acc)
+        lowest = BIG
+        for r in range(width):  # vectorised: no branch
+            low = base + np.float64(norms[min(row0 + r, n - 1)]) - 2.0 * np.float64(acc[r]) - radius
+            lows[r] = low
+            lowest = min(lowest, low)
+        if no_limit:
+            # Every valid row is certainly within the (absent) cut-off; only rows that can
+            # reach the heap's threshold need a closer look, and usually none in a block does.
+            n_sure += n_valid
+            if lowest > threshold or k == 0:
+                continue
         for r in range(width):
-            if not valid[r]:
+            if not clean and not valid[r]:
                 continue
             i = row0 + r
-            approx = base + np.float64(norms[i]) - 2.0 * np.float64(acc[r])
-            lower = approx - radius
-            upper = approx + radius
-            if upper <= max_hi:
-                n_sure += 1
-            elif lower <= max_hi:
-                if n_boundary == boundary.shape[0]:
-                    grown = np.empty(2 * n_boundary, dtype=np.int64)
-                    grown[:n_boundary] = boundary
-                    boundary = grown
-                boundary[n_boundary] = i
-                n_boundary += 1
+            lower = lows[r]
+            if no_limit:
+                if lower > threshold:
+                    continue
+                upper = lower + 2.0 * radius
             else:
-                continue  # certainly beyond max_distance
-            if lower > threshold:
-                continue  # the common case once the heap is full
+                upper = lower + 2.0 * radius
+                if upper <= max_hi:
+                    n_sure += 1
+                elif lower <= max_hi:
+                    if n_boundary == boundary.shape[0]:
+                        grown = np.empty(2 * n_boundary, dtype=np.int64)
+                        grown[:n_boundary] = boundary
+                        boundary = grown
+                    boundary[n_boundary] = i
+                    n_boundary += 1
+                else:
+                    continue  # certainly beyond max_distance
+                if lower > threshold:
+                    continue
             if k > 0 and upper <= max_hi and upper < threshold:
                 heap_size = _heap_push(heap, heap_size, upper)
                 if heap_size == k:
