@@ -92,6 +92,36 @@ def _block_dots(blocks, b, g, acc):
 
 
 @njit(nogil=True, fastmath=_FLAGS)
+def _block_valid(labels, row0, n, exclude_row, dead, dead_pos, use_labels, r0, r1, f0, f1, valid):
+    """Which rows of the block starting at row0 take part; returns how many.
+
+    The class test has no branch (bitwise on both words), so it is vectorised; tombstones,
+    the excluded row and the padding after row n are cleared afterwards, one by one.
+    """
+    width = valid.shape[0]
+    if use_labels:
+        last = n - 1
+        for r in range(width):
+            i = min(row0 + r, last)
+            l0 = labels[i, 0]
+            l1 = labels[i, 1]
+            valid[r] = ((l0 & r0) == r0) & ((l1 & r1) == r1) & ((l0 & f0) == 0) & ((l1 & f1) == 0)
+    else:
+        valid[:] = True
+    for r in range(max(0, n - row0), width):
+        valid[r] = False
+    if row0 <= exclude_row < row0 + width:
+        valid[exclude_row - row0] = False
+    while dead_pos < dead.shape[0] and dead[dead_pos] < row0 + width:
+        valid[dead[dead_pos] - row0] = False
+        dead_pos += 1
+    count = 0
+    for r in range(width):
+        count += valid[r]
+    return count
+
+
+@njit(nogil=True, fastmath=_FLAGS)
 def scan_blocks(
     blocks, norms, n, first, last, g, base, radius, dead, exclude_row, labels, require, forbid, use_labels, max_hi, k
 ):
@@ -129,21 +159,13 @@ def scan_blocks(
         )
         n_valid = width
         if not clean:
-            n_valid = 0
-            for r in range(width):
-                i = row0 + r
-                ok = i < n and i != exclude_row
-                if dead_pos < n_dead and dead[dead_pos] == i:
-                    dead_pos += 1
-                    ok = False
-                if ok and use_labels:
-                    l0 = labels[i, 0]
-                    l1 = labels[i, 1]
-                    ok = (l0 & r0) == r0 and (l1 & r1) == r1 and (l0 & f0) == 0 and (l1 & f1) == 0
-                valid[r] = ok
-                n_valid += ok
+            n_valid = _block_valid(
+                labels, row0, n, exclude_row, dead, dead_pos, use_labels, r0, r1, f0, f1, valid
+            )
+            while dead_pos < n_dead and dead[dead_pos] < row0 + width:
+                dead_pos += 1
             if n_valid == 0:
-                continue  # e.g. a rare required class: most blocks cost only the label test
+                continue  # e.g. a rare required class: such blocks cost only the label test
         _block_dots(blocks, b, g, acc)
         lowest = BIG
         for r in range(width):  # vectorised: no branch

@@ -33,7 +33,7 @@ _BUILD_CHUNK = 262_144
 # so the scan multiplies contiguous runs of one column (vectorised) and streams memory once.
 BLOCK = 256
 # Below this many blocks per chunk a second thread costs more than it saves.
-MIN_BLOCKS_PER_THREAD = 128
+MIN_BLOCKS_PER_THREAD = 512
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -55,7 +55,13 @@ class QuantizedScan:
     kind = "exact"
 
     def __init__(
-        self, points: np.ndarray, labels: np.ndarray, arrays: dict[str, np.ndarray], threads: int | None = None, **_
+        self,
+        points: np.ndarray,
+        labels: np.ndarray,
+        arrays: dict[str, np.ndarray],
+        threads: int | None = None,
+        min_blocks_per_thread: int = MIN_BLOCKS_PER_THREAD,
+        **_,
     ) -> None:
         self.points, self.labels = points, labels
         self.blocks = arrays["blocks"]
@@ -63,10 +69,11 @@ class QuantizedScan:
         self.lo, self.step, self.err = arrays["lo"], arrays["step"], arrays["err"]
         self.norm_max = float(self.norms.max()) if self.norms.shape[0] else 0.0
         self.threads = default_threads() if threads is None else max(1, int(threads))
+        self.min_blocks_per_thread = max(1, int(min_blocks_per_thread))
 
     @classmethod
-    def build(cls, points: np.ndarray, labels: np.ndarray, threads: int | None = None, **_) -> QuantizedScan:
-        return cls(points, labels, quantize(points), threads)
+    def build(cls, points: np.ndarray, labels: np.ndarray, **options) -> QuantizedScan:
+        return cls(points, labels, quantize(points), **options)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"blocks": self.blocks, "norms": self.norms, "lo": self.lo, "step": self.step, "err": self.err}
@@ -95,7 +102,7 @@ class QuantizedScan:
         max_hi = BIG if max_key == np.inf else max_key * DISTANCE_GRID
         args = (g, base, radius, dead, exclude_row, self.labels, require, forbid, use_labels, max_hi, k)
         n_blocks = self.blocks.shape[0]
-        parts = max(1, min(self.threads, n_blocks // MIN_BLOCKS_PER_THREAD))
+        parts = max(1, min(self.threads, n_blocks // self.min_blocks_per_thread))
         bounds = np.linspace(0, n_blocks, parts + 1).astype(np.int64)
         futures = [
             _executor().submit(scan_blocks, self.blocks, self.norms, n, int(bounds[p]), int(bounds[p + 1]), *args)
