@@ -436,3 +436,14 @@ def test_concurrent_readers_never_see_removed_ids_and_see_new_ids_at_once():
         t.join(60)
     assert not failures, failures[:5]
     assert shim.stats()["rebuilds"] >= 1
+
+
+def test_the_index_never_shares_memory_the_caller_can_write():
+    ids, points, labels, model = _pattern_model(20)
+    writable = points.copy()
+    index = build_index(ids, writable, labels)
+    writable[:] = PATTERNS[0]  # the caller reuses its buffer
+    _assert_matches(index, model, PATTERNS[5], per_page=MAX_PER_PAGE)
+    frozen = points.copy()
+    frozen.setflags(write=False)  # e.g. np.load(..., mmap_mode="r"): used in place
+    assert build_index(ids, frozen, labels)._points is frozen

@@ -37,6 +37,12 @@ from .delta import Delta
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 
 
+def _private(checked: np.ndarray, given: object) -> np.ndarray:
+    if checked is given and not checked.flags.writeable:
+        return checked
+    return np.array(checked, copy=True)
+
+
 def _readonly(*arrays: np.ndarray) -> None:
     for a in arrays:
         if a.flags.writeable and a.flags.owndata:
@@ -64,9 +70,10 @@ class Index:
         """An index over ``ids`` (n distinct ints), ``points`` (n×81, ranking space) and
         ``labels`` (uint64 n×2 class bitmasks, optional)."""
         ids = check_ids(ids)
-        # Copies: the index must not share memory the caller may still write to.
-        points = np.array(check_points(points, ids.shape[0], DIM), copy=True)
-        labels = np.array(check_labels(labels, ids.shape[0]), copy=True)
+        # The index must not share memory the caller may still write to: copy, unless the
+        # caller's array is already read-only (e.g. a memory-mapped file opened with mode "r").
+        points = _private(check_points(points, ids.shape[0], DIM), points)
+        labels = _private(check_labels(labels, ids.shape[0]), labels)
         return cls._from_base(ids, points, labels, None, options)
 
     @classmethod

@@ -33,7 +33,13 @@ def index_class(kind: str) -> type[Index]:
 
 
 def build_index(ids, points, labels=None, kind: str = DEFAULT_KIND, **options) -> Index:
-    """An index of the given kind (``exact`` default, ``balltree``) over the given points."""
+    """An index of the given kind (``exact`` default, ``balltree``) over the given points.
+
+    Options (all optional, kept in snapshots): ``compact_min`` (2048) and ``compact_fraction``
+    (0.01): ``needs_compaction`` once delta + tombstones exceed max(min, fraction * size);
+    exact: ``threads`` (default: the machine's cores) and ``min_blocks_per_thread`` (512
+    blocks of 256 rows) decide how a scan is split; balltree: ``leaf_size`` (40).
+    """
     return index_class(kind).build(ids, points, labels, **options)
 
 
