@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .balltree import BallTreeSearch
 from .core import Index
+from .ivf import IVFSearch
 from .quantized import QuantizedScan
 
 
@@ -21,7 +22,15 @@ class BallTreeIndex(Index):
     engine_class = BallTreeSearch
 
 
-KINDS: dict[str, type[Index]] = {cls.kind: cls for cls in (ExactIndex, BallTreeIndex)}
+class IVFIndex(Index):
+    """Opt-in, APPROXIMATE: faiss IVF with 8-bit codes, candidates re-scored exactly (see ivf.py)."""
+
+    kind = "ivf"
+    engine_class = IVFSearch
+
+
+KINDS: dict[str, type[Index]] = {cls.kind: cls for cls in (ExactIndex, BallTreeIndex, IVFIndex)}
+EXACT_KINDS = ("exact", "balltree")
 DEFAULT_KIND = "exact"
 
 
@@ -38,7 +47,8 @@ def build_index(ids, points, labels=None, kind: str = DEFAULT_KIND, **options) -
     Options (all optional, kept in snapshots): ``compact_min`` (2048) and ``compact_fraction``
     (0.01): ``needs_compaction`` once delta + tombstones exceed max(min, fraction * size);
     exact: ``threads`` (default: the machine's cores) and ``min_blocks_per_thread`` (512
-    blocks of 256 rows) decide how a scan is split; balltree: ``leaf_size`` (40).
+    blocks of 256 rows) decide how a scan is split; balltree: ``leaf_size`` (40);
+    ivf: ``nlist`` (min(4096, n // 256)) and ``nprobe`` (64).
     """
     return index_class(kind).build(ids, points, labels, **options)
 
