@@ -1,4 +1,4 @@
-"""The exact search methods bench/query.py compares with the default index, and faiss IVF.
+"""The exact search methods bench/query.py compares with the default index.
 
 Every exact method returns the same pages as the index: it nominates candidates with a cheap
 computation whose error it bounds, then re-scores them with ``distance_keys`` and sorts by
@@ -116,38 +116,3 @@ class FaissFlat:
         rows = rows[(rows >= 0) & (rows != row)]
         ids, d = _page(self.ids, self.points, rows, q, start, stop)
         return ids, d, total
-
-
-class FaissIVF:
-    """Approximate: faiss IVF with 8-bit scalar quantisation, then exact re-scoring of its top 4k."""
-
-    def __init__(self, ids: np.ndarray, points: np.ndarray, nlist: int, nprobe: int, train_rows: int = 300_000) -> None:
-        import faiss
-
-        self.name = f"faiss IVF{nlist},SQ8 nprobe={nprobe} (approx.)"
-        self.ids, self.points = ids, points
-        quantizer = faiss.IndexFlatL2(points.shape[1])
-        self.index = faiss.IndexIVFScalarQuantizer(quantizer, points.shape[1], nlist, faiss.ScalarQuantizer.QT_8bit)
-        rng = np.random.default_rng(0)
-        sample = np.ascontiguousarray(points[np.sort(rng.choice(points.shape[0], min(train_rows, points.shape[0]), False))])
-        self.index.train(sample.astype(np.float32))
-        for start in range(0, points.shape[0], 1_000_000):
-            self.index.add(np.ascontiguousarray(points[start : start + 1_000_000], dtype=np.float32))
-        self.index.nprobe = nprobe
-        self.row_of = {int(i): r for r, i in enumerate(ids.tolist())} if len(ids) <= 2_000_000 else None
-        self.bytes_per_vector = 81 + 8  # codes + faiss's id
-
-    def set_nprobe(self, nprobe: int) -> None:
-        self.index.nprobe = nprobe
-        self.name = self.name.split("nprobe=")[0] + f"nprobe={nprobe} (approx.)"
-
-    def query(self, q, page, per_page, exclude_id):
-        import faiss
-
-        faiss.omp_set_num_threads(1)
-        stop = page * per_page
-        _, rows = self.index.search(q.astype(np.float32)[None, :], 4 * stop + 1)
-        rows = rows[0][rows[0] >= 0]
-        rows = rows[self.ids[rows] != exclude_id]
-        ids, d = _page(self.ids, self.points, rows, q, (page - 1) * per_page, stop)
-        return ids, d, len(self.ids) - 1
