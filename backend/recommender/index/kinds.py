@@ -9,7 +9,7 @@ from .quantized import QuantizedScan
 
 
 class ExactIndex(Index):
-    """Default: uint8 scan with an error bound over both cores, then exact re-scoring."""
+    """Default: uint8 scan with an error bound, then exact re-scoring (``threads`` splits it)."""
 
     kind = "exact"
     engine_class = QuantizedScan
@@ -46,7 +46,7 @@ def build_index(ids, points, labels=None, kind: str = DEFAULT_KIND, **options) -
 
     Options (all optional, kept in snapshots): ``compact_min`` (2048) and ``compact_fraction``
     (0.01): ``needs_compaction`` once delta + tombstones exceed max(min, fraction * size);
-    exact: ``threads`` (default: the machine's cores) and ``min_blocks_per_thread`` (512
+    exact: ``threads`` (default 1) and ``min_blocks_per_thread`` (512
     blocks of 256 rows) decide how a scan is split; balltree: ``leaf_size`` (40);
     ivf: ``nlist`` (min(4096, n // 256)) and ``nprobe`` (64).
     """
