@@ -220,6 +220,11 @@ def test_page_and_per_page_bounds_and_bad_input_are_rejected_clearly(kind):
         index.with_changes([1, 2], np.zeros((1, DIM)))
     with pytest.raises(ValueError, match="NaN or infinite"):
         index.with_changes([1], np.full((1, DIM), np.nan))
+    with pytest.raises(ValueError, match="image id must be an integer"):
+        index.with_changes(remove_ids=["7"])
+    with pytest.raises(ValueError, match="exclude_id must be a 64-bit integer"):
+        index.query(PATTERNS[0], exclude_id=True)
+    assert len(index.with_changes(remove_ids=[10, 10, 999])) == 4
     assert len(index) == 5
 
 

@@ -143,13 +143,15 @@ def check_query_vector(vector: object, dim: int) -> np.ndarray:
     return q
 
 
-def check_ids(ids: object) -> np.ndarray:
-    """int64 ids, validated; duplicates are rejected (the caller says which batch)."""
+def check_ids(ids: object, allow_duplicates: bool = False) -> np.ndarray:
+    """int64 ids, validated; duplicates are rejected unless allowed."""
     arr = np.asarray(ids)
     if arr.dtype.kind == "i" or (arr.dtype.kind == "u" and (arr.size == 0 or arr.max() < 2**63)):
         out = arr.astype(np.int64).reshape(-1)
     else:  # element by element, for the clear message about the first bad id
         out = np.asarray([check_int(i, "image id") for i in np.asarray(ids, dtype=object).reshape(-1)], dtype=np.int64)
+    if allow_duplicates:
+        return out
     unique, counts = np.unique(out, return_counts=True)
     if unique.shape[0] != out.shape[0]:
         raise ValueError(f"duplicate image ids in one batch: {unique[counts > 1][:5].tolist()}")

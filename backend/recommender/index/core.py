@@ -141,7 +141,7 @@ class Index:
         up_ids = check_ids(upsert_ids)
         up_points = check_points(np.zeros((0, DIM)) if upsert_points is None else upsert_points, up_ids.shape[0], DIM)
         up_labels = check_labels(upsert_labels, up_ids.shape[0])
-        gone = np.unique(np.asarray([int(i) for i in remove_ids], dtype=np.int64).reshape(-1))
+        gone = np.unique(check_ids(remove_ids, allow_duplicates=True))
         touched = np.union1d(gone, up_ids)
         if touched.shape[0] == 0:
             return self
@@ -185,7 +185,8 @@ class Index:
         forbid = NO_CLASSES if forbid is None else class_mask(forbid)
         max_key = max_key_for(max_distance)
         exclude_row, exclude_slot = -1, -1
-        if exclude_id is not None and isinstance(exclude_id, Integral) and -(2**63) <= exclude_id < 2**63:
+        if exclude_id is not None and not isinstance(exclude_id, bool) and isinstance(exclude_id, Integral) \
+                and -(2**63) <= exclude_id < 2**63:
             exclude_slot = int(self._delta.slots(np.array([exclude_id], np.int64))[0])
             if exclude_slot < 0:
                 exclude_row = int(self._base_rows(np.array([exclude_id], np.int64))[0])
