@@ -1,28 +1,36 @@
-"""Query latency of NeighborIndex (BallTree) against a NumPy brute-force baseline.
+"""Exact top-k latency of the index kinds and of the alternatives issue 11 asks about.
 
-Dataset: rows of the reference Mask R-CNN vectors (maskrcnn_reference_vectors.npz, 5000
-real COCO images) resampled with replacement to n vectors, indexed with a ranking's index
-transform; resampling keeps the exact duplicates a real collection has (optional --jitter
-breaks them). Every query is an indexed image, mapped with the ranking's query transform as
-the service does and excluded from its own results, so page 1 of 30 asks the index for 31
-neighbours. ``--rankings`` compares the service's ranking (calibrated-ochiai, whose query
-and index points differ) with the previous one (sqrt-cosine) in the same run. Both methods return identical pages (checked on every query): the
-baseline ranks all n by a matrix-vector product, cuts with argpartition, and resolves the
-boundary ties with the same exact re-scoring the index uses.
+Data (bench/index_data.py): YOLOv5s vectors of coco_dev resampled to n with logit noise,
+sigma 0.2 ("clustered") and 1.0 ("spread", noise x5); indexed with ranking_transform, queried
+with query_transform of an indexed photo, which is excluded from its own results.
 
-    .venv/bin/python bench/query.py --sizes 10000,100000,1000000
+Methods, all interleaved query by query in one process (A, B, C, A, B, C, ...):
+  exact        the default index: uint8 scan with a bound + exact re-scoring, one thread
+  exact-2t     the same index, each query's scan split over two threads (both cores)
+  balltree     the design's scikit-learn BallTree (kind="balltree"; skipped above 1M)
+  float32      NumPy float32 matrix-vector (BLAS, one thread) + bound + exact re-scoring
+  csr          SciPy CSR of the values >= 0.03 + bound on the dropped part + exact re-scoring
+  faiss-flat   faiss-cpu IndexFlatL2 + widening to the error band + exact re-scoring
+Every exact method's page is checked against the default index (ids and distances); the run
+stops on any difference. Then: filtered queries (a rare required class, "person" required,
+"person" forbidden) against unfiltered ones on the default index, and with --ten-million a
+10M comparison of the exact default with kind="ivf" (faiss IVF + SQ8, approximate, exact
+re-scoring of its candidates), reporting recall@30 against the exact page.
 
-BLAS runs single-threaded unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS are set: a web server
-answers requests on several threads at once, and a multi-threaded matrix-vector product per
-request then oversubscribes the cores (measured 20x slower on a busy 2-core machine).
+    .venv/bin/python bench/query.py --sizes 100000,1000000 [--ten-million]
+
+BLAS and faiss run single-threaded: a web server answers requests on several threads, and a
+multi-threaded product per request oversubscribes the cores. Only "exact-2t" splits its scan.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,64 +38,14 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402  (after the BLAS thread settings, which it reads at import)
-import scipy.sparse  # noqa: E402
 
-from recommender.index import DISTANCE_GRID, NeighborIndex, distance_keys  # noqa: E402
-from recommender.vectors import RANKINGS, Ranking  # noqa: E402
+from index_data import DEFAULT_CACHE, coco_dev_vectors, make_collection  # noqa: E402
+from query_methods import FaissFlat, Float32Scan, ThresholdedScan  # noqa: E402
+from recommender.classes import CLASS_NAMES  # noqa: E402
+from recommender.index import build_index, load_snapshot, save_snapshot, warm_up  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VECTORS = (
-    Path(os.environ.get("SHARED_DIR", REPO_ROOT.parent / "shared")) / "data" / "maskrcnn_reference_vectors.npz"
-)
-
-
-class BruteForce:
-    """Exact paged k-NN by scanning all vectors; the same ordering contract as NeighborIndex.
-
-    ``sparse=False``: dense matrix-vector product. ``sparse=True``: the same product on a CSC
-    copy, touching only the ~3 non-zero classes per image instead of all 81 columns.
-    """
-
-    def __init__(self, ids: np.ndarray, vectors: np.ndarray, sparse: bool = False) -> None:
-        self.ids = ids
-        self.vectors = vectors
-        self.matrix = scipy.sparse.csc_matrix(vectors) if sparse else vectors
-        self.sq_norms = np.einsum("ij,ij->i", vectors, vectors)
-        self.row_of = {int(i): r for r, i in enumerate(ids.tolist())}
-
-    def query(self, q: np.ndarray, page: int, per_page: int, exclude_id: int | None):
-        d2 = self.sq_norms - 2.0 * (self.matrix @ q) + q @ q
-        excluded = self.row_of.get(exclude_id, -1) if exclude_id is not None else -1
-        if excluded >= 0:
-            d2[excluded] = np.inf
-        total = len(self.ids) - int(excluded >= 0)
-        start = (page - 1) * per_page
-        if start >= total:
-            return np.empty(0, np.int64), np.empty(0), total
-        k = min(page * per_page, total)
-        kth = np.partition(d2, k - 1)[k - 1]
-        # |x|^2 - 2x.q + |q|^2 loses absolute precision near 0; the margin covers it and the grid.
-        rows = np.flatnonzero(d2 <= kth + 1e-9 + 2 * DISTANCE_GRID)
-        keys = distance_keys(self.vectors[rows], q)
-        order = np.lexsort((self.ids[rows], keys))[start:k]
-        return self.ids[rows][order], np.sqrt(keys[order] * 2.0**-32), total
-
-
-def load_dataset(
-    path: Path, n: int, jitter: float, rng: np.random.Generator, ranking: Ranking
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, indexed points, query points) of n resampled reference vectors."""
-    if not path.is_file():
-        sys.exit(f"reference vectors not found at {path}; pass --vectors or set SHARED_DIR")
-    raw = np.load(path)["vectors"].astype(np.float64)
-    sample = raw[rng.integers(0, raw.shape[0], n)]
-    if jitter > 0:
-        # Perturb only detected classes, so absent classes stay absent as in real vectors.
-        present = sample > 0
-        sample[present] *= 1.0 + jitter * rng.standard_normal(int(present.sum()))
-        np.clip(sample, 0.0, 1.0, out=sample)
-    ids = rng.permutation(n).astype(np.int64) + 1
-    return ids, ranking.index_transform(sample), ranking.query_transform(sample)
+SIGMAS = {"clustered": 0.2, "spread": 1.0}
 
 
 def timed(fn, *args, **kw):
@@ -96,84 +54,175 @@ def timed(fn, *args, **kw):
     return time.perf_counter() - start, out
 
 
-def percentile_ms(samples: list[float], p: float) -> float:
-    return float(np.percentile(np.asarray(samples) * 1e3, p))
+def stats_ms(samples: list[float]) -> str:
+    a = np.asarray(samples) * 1e3
+    return f"{statistics.median(a):7.2f} / {np.percentile(a, 95):7.2f}"
 
 
-def run_size(n: int, args: argparse.Namespace, ranking: Ranking) -> dict[str, float]:
-    rng = np.random.default_rng(args.seed)
-    ids, vectors, queries = load_dataset(args.vectors, n, args.jitter, rng, ranking)
-    distinct = len(np.unique(vectors, axis=0)) if n <= 200_000 else float("nan")
-
-    build_s, index = timed(NeighborIndex.build, ids, vectors)
-    baselines = {"brute": BruteForce(ids, vectors), "sparse": BruteForce(ids, vectors, sparse=True)}
-
-    query_rows = rng.integers(0, n, args.queries)
-    row = {"n": n, "distinct": distinct, "build_tree_s": build_s}
-    for label, page in (("p1", 1), ("deep", args.deep_page)):
-        times: dict[str, list[float]] = {"tree": [], "brute": [], "sparse": []}
-        for qi in query_rows:
-            q, exclude = queries[qi], int(ids[qi])
-            t_tree, res = timed(index.query, q, page=page, per_page=args.per_page, exclude_id=exclude)
-            times["tree"].append(t_tree)
-            for name, baseline in baselines.items():
-                t, (b_ids, b_dist, b_total) = timed(baseline.query, q, page, args.per_page, exclude)
-                same = np.array_equal(res.ids, b_ids) and np.array_equal(res.distances, b_dist)
-                if not (same and res.total == b_total):
-                    sys.exit(f"MISMATCH n={n} page={page} query row {qi}: index and {name} disagree")
-                times[name].append(t)
-        for name, samples in times.items():
-            row[f"{label}_{name}_med"] = statistics.median(samples) * 1e3
-            row[f"{label}_{name}_p95"] = percentile_ms(samples, 95)
-    del index, baselines
-    return row
+def index_bytes(index) -> float:
+    arrays = [index._ids, index._points, index._labels, index._sorted_ids, index._order, *index._engine.arrays().values()]
+    return sum(a.nbytes for a in arrays) / max(1, len(index))
 
 
-def cell(row: dict[str, float], key: str) -> str:
-    return f"{row[key + '_med']:>7.2f} / {row[key + '_p95']:>6.2f}"
+class IndexMethod:
+    def __init__(self, name, index) -> None:
+        self.name, self.index = name, index
+
+    def query(self, q, page, per_page, exclude_id, **filters):
+        r = self.index.query(q, page, per_page, exclude_id=exclude_id, **filters)
+        return r.ids, r.distances, r.total
+
+
+def compare(methods, coll, rows, page, per_page, check=True) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {m.name: [] for m in methods}
+    for row in rows:
+        q, exclude = coll.query_points(np.array([row]))[0], int(coll.ids[row])
+        reference = None
+        for m in methods:
+            t, (ids, dist, total) = timed(m.query, q, page, per_page, exclude)
+            times[m.name].append(t)
+            if reference is None:
+                reference = (ids, dist, total)
+            elif check and not (np.array_equal(ids, reference[0]) and np.array_equal(dist, reference[1])):
+                sys.exit(f"MISMATCH: {m.name} differs from {methods[0].name} on row {row}, page {page}")
+    return times
+
+
+def run(n: int, sigma_name: str, args, seeds) -> None:
+    coll = make_collection(seeds, n, SIGMAS[sigma_name], args.cache)
+    points = np.ascontiguousarray(coll.points)
+    build_s, index = timed(build_index, coll.ids, points, coll.labels)
+    split = copy.copy(index)
+    split._engine = copy.copy(index._engine)
+    split._engine.threads = 2
+    methods = [IndexMethod("exact (default, 1 thread)", index), IndexMethod("exact, scan split over 2 threads", split)]
+    builds = {methods[0].name: build_s, methods[1].name: build_s}
+    sizes = {methods[0].name: index_bytes(index), methods[1].name: index_bytes(index)}
+    makers = [("float32", Float32Scan), ("csr", ThresholdedScan), ("faiss-flat", FaissFlat)]
+    if n <= 1_000_000 and not args.no_balltree:
+        makers.append(("balltree", lambda ids, pts: IndexMethod("balltree", build_index(ids, pts, coll.labels, kind="balltree"))))
+    for _, make in makers:
+        t, m = timed(make, coll.ids, points)
+        methods.append(m)
+        builds[m.name] = t
+        sizes[m.name] = getattr(m, "bytes_per_vector", None) or (648 + 16 + 8 + 16)
+    rows = np.random.default_rng(1).integers(0, coll.raw_queries.shape[0], args.queries)
+    print(f"\n### n = {n:,}, {sigma_name} (sigma {SIGMAS[sigma_name]}), {args.queries} queries, per_page {args.per_page}")
+    print("| method | page 1 median / p95 ms | page 5 median / p95 ms | bytes/vector | build s |")
+    print("|---|---|---|---|---|")
+    compare(methods, coll, rows[:5], 1, args.per_page)  # warm-up: page faults, caches
+    results = {page: compare(methods, coll, rows, page, args.per_page) for page in (1, 5)}
+    for m in methods:
+        print(f"| {m.name} | {stats_ms(results[1][m.name])} | {stats_ms(results[5][m.name])} | {sizes[m.name]:.0f} | {builds[m.name]:.2f} |", flush=True)
+    if sigma_name == "spread":
+        filtered(index, coll, rows, args)
+        changes(index, coll, rows, args)
+    snapshot_times(index, args)
+
+
+def filtered(index, coll, rows, args) -> None:
+    freq = np.array([((coll.labels[:, c // 64] >> np.uint64(c % 64)) & np.uint64(1)).mean() for c in range(1, 81)])
+    rare = int(np.argmin(np.where(freq > 0, np.abs(freq - 0.005), np.inf))) + 1
+    person = 1
+    variants = [
+        ("unfiltered", {}),
+        (f"require {CLASS_NAMES[rare]} ({freq[rare - 1]:.2%} of images)", {"require": [rare]}),
+        (f"require person ({freq[0]:.1%})", {"require": [person]}),
+        ("forbid person", {"forbid": [person]}),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for row in rows:
+        q, exclude = coll.query_points(np.array([row]))[0], int(coll.ids[row])
+        for name, filters in variants:
+            t, _ = timed(index.query, q, 1, args.per_page, exclude_id=exclude, **filters)
+            times[name].append(t)
+    print("\n| filtered query, page 1, default index | median / p95 ms |\n|---|---|")
+    for name, _ in variants:
+        print(f"| {name} | {stats_ms(times[name])} |")
+
+
+def changes(index, coll, rows, args) -> None:
+    """Cost of with_changes on a large index, and of querying with a delta and tombstones."""
+    rng = np.random.default_rng(2)
+    pending = rng.choice(len(coll), 10_000, replace=False)
+    busy = index.with_changes(coll.ids[pending[:5000]], coll.points[pending[5000:]], coll.labels[pending[5000:]],
+                              remove_ids=coll.ids[pending[5000:]])
+    step = [timed(busy.with_changes, [10**12 + i], coll.points[i : i + 1], remove_ids=[int(coll.ids[i])])[0] for i in range(50)]
+    times = {"base only": [], "5,000 upserts + 5,000 tombstones": []}
+    for row in rows:
+        q, exclude = coll.query_points(np.array([row]))[0], int(coll.ids[row])
+        for name, ix in (("base only", index), ("5,000 upserts + 5,000 tombstones", busy)):
+            times[name].append(timed(ix.query, q, 1, args.per_page, exclude_id=exclude)[0])
+    compact_s, _ = timed(busy.compacted)
+    print(f"\nwith_changes (1 upsert + 1 delete) on that index: median {statistics.median(step) * 1e3:.2f} ms; "
+          f"compacted(): {compact_s:.2f} s")
+    for name, samples in times.items():
+        print(f"query page 1, {name}: {stats_ms(samples)} ms")
+
+
+def snapshot_times(index, args) -> None:
+    with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+        save_s, _ = timed(save_snapshot, index, tmp, {"position": 1})
+        load_s, (loaded, _) = timed(load_snapshot, tmp)
+        unverified_s, _ = timed(load_snapshot, tmp, verify=False)
+    print(f"\nsnapshot: save {save_s:.2f} s, load (mmap + crc32) {load_s:.3f} s, load without crc32 {unverified_s:.3f} s")
+
+
+def ten_million(args, seeds) -> None:
+    """Exact default vs faiss IVF at 10M (about 2.5 GB of RAM plus 3.2 GB of mapped points)."""
+    n = 10_000_000
+    coll = make_collection(seeds, n, SIGMAS["spread"], args.cache)
+    # The points are a read-only memory map: the index uses them in place, without a copy.
+    build_s, index = timed(build_index, coll.ids, coll.points, coll.labels)
+    exact = IndexMethod("exact (default)", index)
+    ivf_s, ivf_index = timed(build_index, coll.ids, coll.points, coll.labels, kind="ivf", nlist=args.nlist)
+    ivf = IndexMethod("ivf", ivf_index)
+    print(f"\n### n = 10,000,000, spread; exact build {build_s:.1f} s; ivf build {ivf_s:.1f} s ({args.queries} queries)")
+    print("| method | page 1 median / p95 ms | recall@30 vs exact (mean, worst) | bytes/vector |\n|---|---|---|---|")
+    rows = np.random.default_rng(1).integers(0, coll.raw_queries.shape[0], args.queries)
+    compare([exact], coll, rows[:3], 1, args.per_page)
+    print(f"| {exact.name} | {stats_ms(compare([exact], coll, rows, 1, args.per_page)[exact.name])} | 1 | {index_bytes(index):.0f} |")
+    ix = ivf_index
+    base_bytes = sum(a.nbytes for a in (ix._ids, ix._points, ix._labels, ix._sorted_ids, ix._order)) / len(ix)
+    ivf_bytes = base_bytes + ix._engine.index.sa_code_size() + 8  # faiss: code + id per vector
+    for nprobe in args.nprobes:
+        ivf_index._engine.nprobe = nprobe
+        times, hits = [], []
+        for row in rows:
+            q, exclude = coll.query_points(np.array([row]))[0], int(coll.ids[row])
+            _, (want, _, _) = timed(exact.query, q, 1, args.per_page, exclude)
+            t, (got, _, _) = timed(ivf.query, q, 1, args.per_page, exclude)
+            times.append(t)
+            hits.append(len(set(want.tolist()) & set(got.tolist())) / len(want))
+        print(
+            f"| ivf nlist={args.nlist} nprobe={nprobe} (approx.) | {stats_ms(times)} | "
+            f"{np.mean(hits):.4f}, {min(hits):.2f} | {ivf_bytes:.0f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated collection sizes")
-    parser.add_argument("--queries", type=int, default=200, help="random queries per size and page")
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--per-page", type=int, default=30)
-    parser.add_argument("--deep-page", type=int, default=10)
-    parser.add_argument("--jitter", type=float, default=0.0, help="relative noise on detected scores (0 = off)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vectors", type=Path, default=DEFAULT_VECTORS)
-    parser.add_argument(
-        "--rankings", default="calibrated-ochiai,sqrt-cosine", help=f"comma-separated, from {', '.join(RANKINGS)}"
-    )
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--weights-dir", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", REPO_ROOT / "data" / "weights")))
+    parser.add_argument("--no-balltree", action="store_true", help="skip the BallTree (its 1M build takes ~15 s)")
+    parser.add_argument("--ten-million", action="store_true", help="also compare exact and faiss IVF at 10M (~6 GB RAM)")
+    parser.add_argument("--only-ten-million", action="store_true")
+    parser.add_argument("--nlist", type=int, default=4096)
+    parser.add_argument("--nprobes", default="16,64,256", type=lambda s: [int(x) for x in s.split(",")])
     args = parser.parse_args()
-    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
-    rankings = [RANKINGS[name] for name in args.rankings.split(",") if name]
-
-    print(
-        f"dataset: {args.vectors.name} resampled, jitter={args.jitter}, "
-        f"{args.queries} queries/size, per_page={args.per_page} (+1 excluded query image), seed={args.seed}, "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
-    )
-    print(
-        "query latency in ms, median / p95. tree = NeighborIndex (BallTree); brute = NumPy dense "
-        "matrix-vector + argpartition; sparse = SciPy CSC matrix-vector + argpartition.\n"
-        "x = median ratio tree / baseline (>1: BallTree slower). All three return identical pages."
-    )
-    for n in sizes:
-        for ranking in rankings:
-            r = run_size(n, args, ranking)
-            print(
-                f"\nn = {r['n']:,}  ranking = {ranking.name}  distinct vectors = {r['distinct']}  "
-                f"NeighborIndex.build = {r['build_tree_s']:.2f} s"
-            )
-            print(f"  {'page':>6} {'tree':>16} {'brute':>16} {'sparse':>16} {'x brute':>8} {'x sparse':>8}")
-            for label, page in (("p1", 1), ("deep", args.deep_page)):
-                print(
-                    f"  {page:>6} {cell(r, label + '_tree')} {cell(r, label + '_brute')} {cell(r, label + '_sparse')} "
-                    f"{r[label + '_tree_med'] / r[label + '_brute_med']:>8.2f} "
-                    f"{r[label + '_tree_med'] / r[label + '_sparse_med']:>8.2f}",
-                    flush=True,
-                )
+    seeds = coco_dev_vectors(args.cache, args.weights_dir)
+    warm_up()
+    print(f"cpu cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start; times in ms, median / p95")
+    if not args.only_ten_million:
+        for n in [int(s) for s in args.sizes.split(",") if s]:
+            for sigma_name in SIGMAS:
+                run(n, sigma_name, args, seeds)
+    if args.ten_million or args.only_ten_million:
+        ten_million(args, seeds)
 
 
 if __name__ == "__main__":
