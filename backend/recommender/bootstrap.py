@@ -17,9 +17,9 @@ from sqlalchemy.exc import DBAPIError
 
 from .config import Settings, SettingsError
 from .detection import Detector, DetectorError, DetectorSpec, create_detector, resolve
+from .index import KINDS as INDEX_KINDS
 from .service import Admin, Detectors, Ingest, LiveCollection, Queries, Recommender
 from .service.errors import SetupError, database_errors, first_line
-from .service.index_adapter import INDEX_KINDS
 from .service.results import DISPLAY_THRESHOLD
 from .storage import DatabaseURLError, MediaStore, Repository, SchemaError, create_database_engine, ensure_schema
 from .storage.migrate import current_revision, head_revision, upgrade

@@ -12,7 +12,8 @@ assignment, so a query in flight keeps the one it started with.
 * **Apply**: the feed says *which* images changed; their current vectors and classes are read
   from the database (the truth), so replaying a change twice, or out of date, is harmless.
 * **Far behind** (more than ``rebuild_after`` changes, or the feed was pruned past our
-  position) or a **detector switch**: start over as at start-up.
+  position) or a **detector switch** (the collection now serves another detector than this
+  snapshot's): start over as at start-up.
 """
 
 from __future__ import annotations
@@ -27,22 +28,33 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import NUM_CLASSES
+from ..index import Index, SnapshotError, build_index, load_snapshot, save_snapshot, warm_up
 from ..storage import Repository
 from ..storage.feed import ACTIVATE, DELETE, Change
 from ..vectors import DEFAULT_RANKING, RANKINGS, Ranking
-from .index_adapter import SnapshotError, build_index, load_snapshot, save_snapshot
 
 log = logging.getLogger(__name__)
 
 FEED_BATCH = 2000
+_MAX_RELOADS = 3
 
 
 @dataclass(frozen=True)
 class Snapshot:
     detector: str
-    index: object  # the immutable index: query(), len(), ``in``
+    index: Index
     position: int  # every change up to this feed position is applied
     ranking: Ranking
+
+
+_warmed = threading.Event()
+
+
+def _warm_up_once() -> None:
+    # The scan is compiled code: compile it (or load it from numba's cache) before any query.
+    if not _warmed.is_set():
+        warm_up()
+        _warmed.set()
 
 
 def class_bits(class_ids: Sequence[int]) -> np.ndarray:
@@ -124,6 +136,7 @@ class LiveCollection:
                 current = self._current
                 if current is None or self._repository.feed_head() > current.position:
                     self.refresh()
+                self._maybe_compact()
                 self._maybe_save()
                 if failing:
                     log.info("following the change feed again")
@@ -133,7 +146,27 @@ class LiveCollection:
                     log.exception("cannot follow the change feed; serving the last snapshot meanwhile")
                 failing = True
 
+    def _maybe_compact(self) -> None:
+        """Fold the changes into a new base, off the request path (O(n): seconds at a million)."""
+        snapshot = self._current
+        if snapshot is None or not snapshot.index.needs_compaction():
+            return
+        compacted = Snapshot(snapshot.detector, snapshot.index.compacted(), snapshot.position, snapshot.ranking)
+        with self._lock:
+            if self._current is None or self._current.detector != snapshot.detector:
+                return  # reloaded meanwhile: that one is compact already
+            # Changes applied while we compacted are replayed onto the compacted base from the feed.
+            target = self._current.position
+            self._current = compacted
+            while self._current.position < target:
+                changes, _oldest = self._repository.feed_since(self._current.position, FEED_BATCH)
+                changes = [c for c in changes if c.seq <= target]
+                if not changes:
+                    break
+                self._current = self._apply(self._current, changes)
+
     def _catch_up(self) -> None:
+        reloads = 0
         while True:
             snapshot = self._current
             assert snapshot is not None
@@ -141,9 +174,15 @@ class LiveCollection:
             if not changes:
                 return
             pruned = oldest > snapshot.position + 1
-            switched = any(c.kind == ACTIVATE and c.detector != snapshot.detector for c in changes)
+            # Activations in between do not touch this detector's vectors (its changes are in the
+            # feed as its own), so only a collection that now serves another detector reloads.
+            switched = any(c.kind == ACTIVATE for c in changes) and self._repository.active_detector() != snapshot.detector
             if pruned or switched or self._repository.feed_head() - snapshot.position > self._rebuild_after:
+                if reloads == _MAX_RELOADS:  # the collection keeps changing under us: try again next poll
+                    log.warning("the index was reloaded %d times in a row; trying again later", reloads)
+                    return
                 self._current = self._load()
+                reloads += 1
                 continue
             self._current = self._apply(snapshot, changes)
             if len(changes) < FEED_BATCH:
@@ -162,13 +201,12 @@ class LiveCollection:
             labels = np.array([class_bits(summaries[i].class_ids) for i in ids.tolist()], dtype=np.uint64).reshape(-1, 2)
             gone = np.array([i for i in touched if i not in vectors], dtype=np.int64)
             index = index.with_changes(ids, snapshot.ranking.index_transform(raw), labels, gone)
-            if index.needs_compaction():
-                index = index.compacted()
         return Snapshot(snapshot.detector, index, changes[-1].seq, snapshot.ranking)
 
     # -- loading and saving -----------------------------------------------------------------
     def _load(self) -> Snapshot:
         started = time.perf_counter()
+        _warm_up_once()
         position = self._repository.feed_head()  # read before the data: replaying from here is safe
         detector = self._repository.active_detector()
         if detector is None:
@@ -176,18 +214,14 @@ class LiveCollection:
         ranking = self._ranking(detector)
         snapshot = self._load_saved(detector, ranking, position)
         if snapshot is None:
-            ids, raw = self._repository.vectors(detector)
-            summaries = self._repository.summaries(ids.tolist(), detector, self._threshold)
-            labels = np.array(
-                [class_bits(summaries[i].class_ids) if i in summaries else np.zeros(2, np.uint64) for i in ids.tolist()],
-                dtype=np.uint64,
-            ).reshape(-1, 2)
-            index = build_index(self._kind, ids, ranking.index_transform(raw), labels)
-            snapshot = Snapshot(detector, index, position, ranking)
+            ids, raw = self._repository.all_vectors(detector)
+            labels = self._repository.all_labels(ids, detector, self._threshold)
+            points = ranking.index_transform(raw).astype(np.float32)
+            snapshot = Snapshot(detector, build_index(ids, points, labels, kind=self._kind), position, ranking)
             self._save(snapshot)
         log.info(
             "index of %s loaded in %.1f s: %d images at feed position %d",
-            detector, time.perf_counter() - started, len(snapshot.index), snapshot.position,  # type: ignore[arg-type]
+            detector, time.perf_counter() - started, len(snapshot.index), snapshot.position,
         )
         return snapshot
 
@@ -205,16 +239,20 @@ class LiveCollection:
             return None
         position = int(meta.get("position", -1))
         # The database is the truth: a snapshot from another database, or "from the future"
-        # (a restored backup), is ignored; an older one is brought up to date from the feed.
+        # (a restored backup), is ignored; an older one is brought up to date from the feed,
+        # unless replaying would cost more than a rebuild or the feed no longer reaches back.
         if meta.get("collection") != self._collection_id or meta.get("detector") != detector or not 0 <= position <= head:
             log.info("index snapshot in %s does not match this database; rebuilding it", folder)
+            return None
+        if head - position > self._rebuild_after or self._repository.feed_since(position, 1)[1] > position + 1:
+            log.info("index snapshot in %s is too far behind the change feed; rebuilding it", folder)
             return None
         self._saved_position = position
         return Snapshot(detector, index, position, ranking)
 
     def _maybe_save(self) -> None:
         snapshot = self._current
-        if snapshot is not None and snapshot.position - self._saved_position >= max(1000, len(snapshot.index) // 20):  # type: ignore[arg-type]
+        if snapshot is not None and snapshot.position - self._saved_position >= max(1000, len(snapshot.index) // 20):
             self._save(snapshot)
 
     def _save(self, snapshot: Snapshot) -> None:
@@ -223,7 +261,7 @@ class LiveCollection:
             return
         try:
             meta = {"collection": self._collection_id, "detector": snapshot.detector, "position": snapshot.position}
-            save_snapshot(snapshot.index, folder, meta)
+            save_snapshot(snapshot.index, folder, meta, order_key="position")
             self._saved_position = snapshot.position
         except OSError as exc:  # a cache: a read-only or full disk costs start-up time, nothing else
             log.warning("could not save the index snapshot in %s: %s", folder, exc)

@@ -94,7 +94,7 @@ class Queries:
             return CollectionStatus(
                 detector=snapshot.detector,
                 images=self._repository.count(),
-                indexed=len(snapshot.index),  # type: ignore[arg-type]
+                indexed=len(snapshot.index),
                 position=snapshot.position,
                 behind=self._collection.behind(),
             )
@@ -126,7 +126,7 @@ class Queries:
 
     def _page(self, snapshot: Snapshot, raw: np.ndarray, query: ImageRecord, query_classes: Sequence[int],
               page: int, per_page: int) -> SimilarPage:
-        result = snapshot.index.query(  # type: ignore[attr-defined]
+        result = snapshot.index.query(
             snapshot.ranking.query_transform(raw), page=page, per_page=per_page, exclude_id=query.id
         )
         ids = [int(i) for i in result.ids]

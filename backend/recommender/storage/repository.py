@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..classes import NUM_CLASSES
 from ..detection.base import Detections
-from . import feed, records
+from . import bulk, feed, records
 from .records import DetectionRecord, ImageRecord, ImageSummary, NewImage
 from .schema import detections as detections_t
 from .schema import images as images_t
@@ -215,6 +215,20 @@ class Repository:
         for i, row in enumerate(rows):
             matrix[i] = row[1]
         return ids, matrix
+
+    def all_vectors(self, detector: str) -> tuple[np.ndarray, np.ndarray]:
+        """``vectors`` read in bulk (a binary stream, no Python object per row): for loading an index."""
+        return bulk.read_vectors(self.engine, detector)
+
+    def all_labels(self, ids: np.ndarray, detector: str, min_score: float) -> np.ndarray:
+        """uint64[len(ids), 2]: the class bits (see ``bulk.read_labels``) of each of ``ids``, in order."""
+        found_ids, masks = bulk.read_labels(self.engine, detector, min_score)
+        labels = np.zeros((len(ids), 2), dtype=np.uint64)
+        if len(found_ids):
+            pos = np.clip(np.searchsorted(found_ids, ids), 0, len(found_ids) - 1)
+            hit = found_ids[pos] == ids
+            labels[hit] = masks[pos[hit]]
+        return labels
 
     def vectors_of(self, ids: Sequence[int], detector: str) -> dict[int, np.ndarray]:
         """Stored vectors of some images for one detector: image id -> float32[81]."""
