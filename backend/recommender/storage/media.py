@@ -62,7 +62,7 @@ class MediaStore:
     def thumbnail_path(self, sha256: str) -> Path:
         return self._shard(self.thumbs, sha256) / f"{sha256}.jpg"
 
-    def _queued_mark(self, sha256: str) -> Path:
+    def queued_mark_path(self, sha256: str) -> Path:
         return self._shard(self.queued, sha256) / sha256
 
     @staticmethod
@@ -115,18 +115,18 @@ class MediaStore:
 
         Marking again (the photo enqueued once more) renews the mark.
         """
-        path = self._queued_mark(sha256)
+        path = self.queued_mark_path(sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
 
     def unmark_queued(self, sha256: str) -> None:
         """The task is done (stored, duplicate or failed for good): the original is on its own again."""
-        self._queued_mark(sha256).unlink(missing_ok=True)
+        self.queued_mark_path(sha256).unlink(missing_ok=True)
 
     def is_queued(self, sha256: str, *, since: float = 0.0) -> bool:
         """True when the original has a queue mark made (or renewed) after ``since`` (a time.time())."""
         try:
-            return self._queued_mark(sha256).stat().st_mtime > since
+            return self.queued_mark_path(sha256).stat().st_mtime > since
         except FileNotFoundError:
             return False
 

@@ -23,7 +23,7 @@ from ..config import Settings
 from ..service import IngestEvent, IngestSummary, Recommender, Staged, Unavailable, find_image_files, first_line, reason
 from .app import INGEST_TASK, broker_name, check_broker, make_app
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2
 # Outcomes asked for per poll: those of the oldest outstanding tasks (a queue drains in order).
 WINDOW = 500
 # How long following the outcomes rides out an unreachable result backend (a broker restart).
