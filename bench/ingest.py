@@ -9,10 +9,11 @@ What it measures, all in one run on the same photos:
   hash, duplicate check, detect, atomic file write with fsync, one transaction per image,
   index update. Each service builds its detector as ``recommender ingest`` does (with
   ``detect_workers`` concurrent detections, one runtime thread per core share).
-* ``queue (N workers)``: ``recommender ingest --queue`` (its ``QueueClient``, in this process)
-  into a fresh PostgreSQL database, with N ``recommender worker`` processes (separate
-  processes, started once and kept warm) on a private redis-server (append-only, fsync every
-  second, as docker-compose runs it). A round ends when the client has read every outcome.
+* ``queue (N workers x C)``: ``recommender ingest --queue`` (its ``QueueClient``, in this
+  process) into a fresh PostgreSQL database, with N ``recommender worker`` processes of
+  concurrency C (default WORKER_CONCURRENCY's, one per core; separate processes, started once
+  and kept warm) on a private redis-server (append-only, fsync every second, as docker-compose
+  runs it). A round ends when the client has read every outcome.
 
 The photos are split into rounds (default 8 of 50); every round runs every mode on the same
 photos, in a rotating order, so a change of machine load during the run hits all modes alike.
@@ -236,12 +237,14 @@ def build_runners(args, stack: ExitStack) -> tuple[dict[str, Callable], dict[str
             name = f"ingest-{backend} (detect_workers={workers})"
             runners[name], services[name] = (lambda chunk, s=service: run_ingest(s, chunk)), service
     queue_workers = [int(w) for w in args.queue_workers.split(",") if w]
+    if queue_workers and shutil.which("redis-server") is None:
+        raise SystemExit("the queue modes need Debian's redis-server (apt-get install redis-server), or --queue-workers ''")
     if queue_workers:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-queue-")))
         broker = Broker(folder)
         stack.callback(broker.stop)
         for db, workers in enumerate(queue_workers, start=1):
-            concurrency = args.worker_concurrency or max(1, (os.cpu_count() or 1) // workers)
+            concurrency = args.worker_concurrency or Settings().worker_concurrency
             url, drop = fresh_postgres(args.postgres_url)
             stack.callback(drop)
             settings = Settings(data_dir=folder / f"data-{db}", database_url=url, weights_dir=args.weights_dir,
@@ -335,7 +338,7 @@ def main() -> None:
     parser.add_argument("--detect-workers", default="2", help="comma-separated detection concurrency levels to compare")
     parser.add_argument("--queue-workers", default="1,2", help="comma-separated numbers of queue workers ('' for none)")
     parser.add_argument("--worker-concurrency", type=int, default=0,
-                        help="detections at once per worker (default: the cores shared among the workers)")
+                        help="detections at once per worker (default: WORKER_CONCURRENCY's default, one per core)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 

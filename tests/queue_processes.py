@@ -77,11 +77,11 @@ class RedisServer:
 class Worker:
     """``recommender worker`` as an operator starts it, in its own process group."""
 
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 1) -> None:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
-        with log.open("w") as out:
-            self.process = subprocess.Popen([str(RECOMMENDER), "worker", "--concurrency", str(concurrency)], env=env,
-                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with log.open("w") as out:  # default concurrency: one detection per core
+            self.process = subprocess.Popen([str(RECOMMENDER), "worker"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> Worker:
         deadline = time.monotonic() + timeout
