@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from conftest import RECOMMENDER
+from conftest import POSTGRES_ADMIN_URL, RECOMMENDER
 from queue_processes import RedisServer, Worker
 from recommender import bootstrap
 from recommender.config import Settings
+from recommender.service import Unavailable
 from recommender.storage import MediaStore, create_database_engine
 
 QUEUE_PHOTOS = int(os.environ.get("TEST_QUEUE_PHOTOS", "120"))
@@ -243,7 +245,8 @@ def test_without_broker_url_nothing_changes_and_celery_is_never_imported(
         "from recommender.cli import main\n"
         "from recommender.web.app import create_app\n"
         f"main(['ingest', '--quiet', {str(coco_dev_images[0])!r}], standalone_mode=False)\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'redis', 'recommender.tasks'))\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'redis')\n"
+        "                or m.startswith('recommender.tasks'))\n"
         "print('queue modules:', loaded)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
@@ -294,3 +297,20 @@ def test_a_queued_original_outlives_the_orphan_grace_until_its_task_runs(
         assert service.admin.clean_orphans() == 2  # the original and its mark
         assert not media.original_path(second.sha256, second.format).exists()
         assert service.queries.count() == 1
+
+
+def test_a_database_outage_leaves_a_queued_photo_in_place_for_the_retry(
+    postgres_url: str, tmp_path: Path, weights_dir: Path, coco_dev_images: list[Path]
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url, weights_dir=weights_dir)
+    bootstrap.migrate_database(settings)
+    media = MediaStore(settings.media_dir)
+    with bootstrap.build(settings) as service:
+        staged = service.ingest.stage(coco_dev_images[0])
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:  # the database goes away under the worker
+            conn.execute(text(f'DROP DATABASE "{make_url(postgres_url).database}" WITH (FORCE)'))
+        admin.dispose()
+        with pytest.raises(Unavailable):  # transient: the task retries it (a PhotoFailed would not be)
+            service.ingest.stored(staged.sha256, staged.format, staged.name_hint)
+    assert media.original_path(staged.sha256, staged.format).is_file() and media.is_queued(staged.sha256)
