@@ -27,7 +27,8 @@ class ProcessService:
     by the pool's threads (the service is thread-safe; one detector in memory per process)."""
 
     def __init__(self, settings: Settings) -> None:
-        # One detection slot per pool thread: a task never waits for another's detection.
+        # WORKER_CONCURRENCY detections at once: the pool has a few more threads (they decode
+        # and store meanwhile), and each detection gets its share of the cores.
         self._settings = settings.with_overrides(detect_threads=settings.worker_concurrency)
         self._service: Recommender | None = None
         self._lock = threading.Lock()
