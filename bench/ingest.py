@@ -65,8 +65,11 @@ class Mode:
         self.round_rates: list[float] = []
         self.round_walls: list[float] = []
         self.round_cpus: list[float] = []
+        self.parts: dict[str, float] = {}  # queue modes: CPU seconds of the client, the workers, Redis
 
-    def record(self, n: int, wall: float, cpu: float, per_image: list[float]) -> None:
+    def record(self, n: int, wall: float, cpu: float, per_image: list[float], parts: dict[str, float]) -> None:
+        for part, seconds in parts.items():
+            self.parts[part] = self.parts.get(part, 0.0) + seconds
         self.images += n
         self.wall += wall
         self.cpu += cpu
@@ -195,8 +198,8 @@ class QueueRunner:
                     raise SystemExit(f"a worker did not start:\n{log.read_text()}")
                 time.sleep(0.1)
 
-    def cpu(self) -> float:
-        return sum(process_cpu(p.pid) for p, _ in self.workers) + process_cpu(self.broker.process.pid)
+    def cpu(self) -> dict[str, float]:
+        return {"workers": sum(process_cpu(p.pid) for p, _ in self.workers), "redis": process_cpu(self.broker.process.pid)}
 
     def __call__(self, chunk: list[Path]) -> tuple[list[float], Callable[[], None]]:
         per_photo: list[float] = []
@@ -211,7 +214,7 @@ class QueueRunner:
         return per_photo, run
 
 
-def build_runners(args, stack: ExitStack) -> tuple[dict[str, Callable], dict[str, Callable[[], float]], dict[str, object]]:
+def build_runners(args, stack: ExitStack) -> tuple[dict[str, Callable], dict[str, Callable[[], dict[str, float]]], dict]:
     """Every mode's runner; for the queue modes the CPU meter of their processes; every mode's service."""
     from recommender import bootstrap
     from recommender.config import Settings
@@ -219,7 +222,7 @@ def build_runners(args, stack: ExitStack) -> tuple[dict[str, Callable], dict[str
     detector = bootstrap.make_detector(Settings(weights_dir=args.weights_dir))
     detector.load()  # includes the warm-up
     runners: dict[str, Callable] = {"detect-only": lambda chunk: run_detect_only(detector, chunk)}
-    outside: dict[str, Callable[[], float]] = {}
+    outside: dict[str, Callable[[], dict[str, float]]] = {}
     services: dict[str, object] = {}
     for workers in [int(w) for w in args.detect_workers.split(",")]:
         for backend in ("sqlite", "postgresql"):
@@ -256,7 +259,8 @@ def build_runners(args, stack: ExitStack) -> tuple[dict[str, Callable], dict[str
     return runners, outside, services
 
 
-def run_rounds(args, photos: list[Path], runners: dict[str, Callable], outside: dict[str, Callable[[], float]]) -> dict[str, Mode]:
+def run_rounds(args, photos: list[Path], runners: dict[str, Callable],
+               outside: dict[str, Callable[[], dict[str, float]]]) -> dict[str, Mode]:
     modes = {name: Mode(name) for name in runners}
     names = list(runners)
     for r, chunk in enumerate(np.array_split(np.array(photos, dtype=object), args.rounds)):
@@ -264,11 +268,12 @@ def run_rounds(args, photos: list[Path], runners: dict[str, Callable], outside: 
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             per_image, run = runners[name](chunk)
-            meter = outside.get(name, lambda: 0.0)
+            meter = outside.get(name, dict)
             wall0, cpu0, out0 = time.perf_counter(), time.process_time(), meter()
             run()
-            cpu = time.process_time() - cpu0 + meter() - out0
-            modes[name].record(len(chunk), time.perf_counter() - wall0, cpu, per_image)
+            wall, parts = time.perf_counter() - wall0, {"this process": time.process_time() - cpu0}
+            parts.update({part: seconds - out0[part] for part, seconds in meter().items()})
+            modes[name].record(len(chunk), wall, sum(parts.values()), per_image, parts)
         print(f"round {r + 1}/{args.rounds} done (load average {os.getloadavg()[0]:.1f})", flush=True)
     return modes
 
@@ -304,6 +309,12 @@ def report(modes: dict[str, Mode], baseline: str | None) -> dict[str, dict]:
         results[name].update(ratio_vs_in_process=statistics.median(ratios), wall_overhead_ms=_stats(wall),
                              cpu_overhead_ms=_stats(cpu))
         print(f"{name:<40} {statistics.median(ratios):>10.2f}x {_fmt(wall):>24} {_fmt(cpu):>23}")
+    print("\nCPU ms per photo, by process (PostgreSQL's server not included):")
+    for name, m in modes.items():
+        if m.parts:
+            shares = {part: 1000 * seconds / m.images for part, seconds in m.parts.items()}
+            results[name]["cpu_ms_per_image_by_process"] = shares
+            print(f"{name:<40} " + ", ".join(f"{part} {ms:.1f}" for part, ms in shares.items()))
     return results
 
 
