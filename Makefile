@@ -39,11 +39,12 @@ weights: install
 run: weights
 	IMAGES_DIR="$(IMAGES_DIR)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" backend/entrypoint.sh
 
-# Browser tests use Debian's Chromium (never a browser downloaded by a test tool).
+# Browser tests use Debian's Chromium (never a browser downloaded by a test tool); the queue
+# tests start their own redis-server on a free port (never the shared 6379).
 system-test-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  echo "installing Debian's chromium and chromium-driver"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null || { \
+	  echo "installing Debian's chromium, chromium-driver and redis-server"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver redis-server; }
 
 # The suite talks to a real PostgreSQL; start the local cluster if it is installed but stopped.
 postgres:

@@ -9,6 +9,13 @@ if [ -n "${HOST_WEIGHTS_DIR:-}" ] && [ -f "$HOST_WEIGHTS_DIR/mask_rcnn_coco.h5" 
   ln -sf "$HOST_WEIGHTS_DIR/mask_rcnn_coco.h5" "${WEIGHTS_DIR:?}/mask_rcnn_coco.h5"
 fi
 
+# `entrypoint.sh worker [OPTIONS]`: a queue worker (docker compose's worker service). The web
+# container migrates the database; a worker only needs the weights above.
+if [ "${1:-}" = "worker" ]; then
+  shift
+  exec recommender worker "$@"
+fi
+
 attempts=${DB_WAIT_ATTEMPTS:-30}
 for i in $(seq "$attempts"); do
   if recommender db upgrade; then

@@ -66,8 +66,15 @@ def test_the_rule_finds_what_it_looks_for() -> None:
     assert "recommender.storage" in _imports("recommender.service.ingest", MODULES["recommender.service.ingest"])
 
 
-def test_web_and_cli_never_touch_storage_or_the_database_driver() -> None:
-    assert _violations(("web", "cli"), ("recommender.storage", "sqlalchemy", "psycopg")) == []
+def test_web_cli_and_tasks_never_touch_storage_or_the_database_driver() -> None:
+    assert _violations(("web", "cli", "tasks"), ("recommender.storage", "sqlalchemy", "psycopg")) == []
+
+
+def test_only_the_queue_imports_celery() -> None:
+    # Without BROKER_URL nothing loads Celery: the CLI imports recommender.tasks inside the
+    # commands that need it, and nothing else imports it at all.
+    layers = tuple({_layer(m) for m in MODULES} - {"tasks", "cli"})
+    assert _violations(layers, ("celery", "kombu", "redis", "recommender.tasks")) == []
 
 
 def test_the_core_imports_neither_the_web_nor_the_database_nor_the_service() -> None:
@@ -77,7 +84,7 @@ def test_the_core_imports_neither_the_web_nor_the_database_nor_the_service() -> 
 
 
 def test_storage_and_service_know_nothing_of_their_callers() -> None:
-    callers = ("flask", "recommender.web", "recommender.cli", "recommender.bootstrap", "recommender.shapes")
+    callers = ("flask", "recommender.web", "recommender.cli", "recommender.tasks", "recommender.bootstrap", "recommender.shapes")
     assert _violations(("storage", "service"), callers) == []
     assert _violations(("storage",), ("recommender.service",)) == []
 

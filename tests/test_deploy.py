@@ -74,6 +74,38 @@ def test_compose_file_is_valid_with_the_example_env(tmp_path: Path) -> None:
     assert backend["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://recommender:")
 
 
+def test_compose_runs_a_persistent_redis_and_scalable_workers_sharing_media_and_database(tmp_path: Path) -> None:
+    result = _compose_config(REPO_ROOT / ".env.example", tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    redis, worker, backend = (config["services"][name] for name in ("redis", "worker", "backend"))
+    # The official image, with the append-only file on a named volume: queued photos survive a restart.
+    assert redis["image"].startswith("redis:") and redis["healthcheck"]["test"]
+    assert "--appendonly" in redis["command"] and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert [v["source"] for v in redis["volumes"] if v["type"] == "volume"] == ["redisdata"]
+    assert "redisdata" in config["volumes"]
+    # Built from the backend's image and settings; the same media volume and database.
+    assert worker["build"] == backend["build"]
+    assert worker["entrypoint"] == ["/app/backend/entrypoint.sh", "worker"]
+    assert worker["environment"]["DATABASE_URL"] == backend["environment"]["DATABASE_URL"]
+    assert worker["environment"]["BROKER_URL"] == backend["environment"]["BROKER_URL"] == "redis://redis:6379/0"
+    assert {v["source"]: v["target"] for v in worker["volumes"] if v["type"] == "volume"} == {"media": "/data"}
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["backend"]["condition"] == "service_healthy"  # its start migrates the database
+    # `--scale worker=4`: nothing that only one container can have.
+    assert "container_name" not in worker and not worker.get("ports")
+    assert "redis" not in backend["depends_on"]  # serving never waits for the queue
+
+
+def test_the_entry_point_starts_a_worker_when_asked(tmp_path: Path) -> None:
+    # The worker service's entry point: without a broker the worker refuses with one line.
+    env = {k: v for k, v in os.environ.items() if k not in ("BROKER_URL", "DATABASE_URL")}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", DATA_DIR=str(tmp_path / "data"))
+    result = subprocess.run([str(ENTRYPOINT), "worker"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "BROKER_URL" in result.stderr, result.stderr
+    assert not (tmp_path / "data").exists()  # no migration, no seeding: that is the web container's job
+
+
 def test_compose_refuses_to_start_without_database_credentials(tmp_path: Path) -> None:
     env_file = tmp_path / "empty.env"
     env_file.write_text("DETECTOR=yolov5s\n")

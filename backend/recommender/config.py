@@ -67,8 +67,10 @@ class Settings:
     detect_threads: int = _default_detect_threads()
     web_workers: int = 2
     index: str = "exact"
-    broker_url: str | None = None
-    worker_concurrency: int = _default_detect_threads()
+    broker_url: str | None = None  # None: no queue (``ingest --queue`` and ``worker`` refuse to start)
+    result_backend: str | None = None  # None: the broker when it is Redis, else RPC replies
+    broker_visibility_timeout: int = 300  # s before a Redis broker redelivers a dead worker's tasks
+    worker_concurrency: int = _cores()  # detections at once in one queue worker: one per core
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -77,7 +79,7 @@ class Settings:
                 object.__setattr__(self, f.name, _absolute(Path(value)))
         if not 1 <= self.page_size <= 100:
             raise SettingsError(f"PAGE_SIZE must be between 1 and 100, got {self.page_size}")
-        for name in ("detect_threads", "web_workers", "worker_concurrency", "max_upload_mb"):
+        for name in ("detect_threads", "web_workers", "worker_concurrency", "max_upload_mb", "broker_visibility_timeout"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
 
@@ -103,6 +105,13 @@ class Settings:
     def snapshot_dir(self) -> Path:
         """Index snapshots, one folder per detector (a cache: the database is the truth)."""
         return self.data_dir / "index"
+
+    @property
+    def resolved_result_backend(self) -> str | None:
+        """Where workers leave task outcomes: RESULT_BACKEND, else the broker if it is Redis, else RPC."""
+        if self.result_backend or not self.broker_url:
+            return self.result_backend
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://", "redis+socket://")) else "rpc://"
 
     @property
     def max_upload_bytes(self) -> int:
@@ -132,7 +141,9 @@ class Settings:
             web_workers=_int(env, "WEB_WORKERS", 2),
             index=env.get("INDEX") or "exact",
             broker_url=env.get("BROKER_URL") or None,
-            worker_concurrency=_int(env, "WORKER_CONCURRENCY", _default_detect_threads()),
+            result_backend=env.get("RESULT_BACKEND") or None,
+            broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 300),
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", _cores()),
         )
 
 

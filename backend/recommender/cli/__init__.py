@@ -27,4 +27,4 @@ def main(ctx: click.Context) -> None:
 
 
 # Each command module adds itself to ``main`` when imported.
-from . import db, delete, detect, evaluate, ingest, reindex, serve, similar, weights  # noqa: E402, F401
+from . import db, delete, detect, evaluate, ingest, reindex, serve, similar, weights, worker  # noqa: E402, F401

@@ -10,7 +10,7 @@ from types import FrameType
 import click
 
 from ..config import Settings
-from ..service import IngestSummary, ServiceError
+from ..service import IngestSummary, Recommender, ServiceError
 from . import main
 from .db import database_options, open_service
 from .progress import ProgressBar
@@ -26,14 +26,23 @@ from .progress import ProgressBar
     help="Do nothing when the collection already holds images (first-start seeding); without PATHS, "
     "ingest IMAGES_DIR, and only if it exists.",
 )
+@click.option("--queue", "queued", is_flag=True,
+              help="Hand the photos to queue workers (`recommender worker`, BROKER_URL) instead of detecting here.")
+@click.option("--no-wait", is_flag=True, help="With --queue: return once every photo is queued.")
 @database_options
-def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: bool, if_empty: bool) -> None:
+def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: bool, if_empty: bool, queued: bool,
+           no_wait: bool) -> None:
     """Ingest image files and folders (searched recursively for image files).
 
     Exact duplicates (same SHA-256) are skipped; unreadable files are listed at the end.
     Safe to interrupt: every image is stored completely or not at all, and running the same
-    command again finishes the job.
+    command again finishes the job. With --queue, this process only stores the originals and
+    enqueues one task per photo; workers on any machine sharing the database and media detect them.
     """
+    if no_wait and not queued:
+        raise click.UsageError("--no-wait only applies to --queue")
+    if queued and not settings.broker_url:
+        raise click.UsageError("--queue needs a broker: set BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
     if not paths:
         if not if_empty:
             raise click.UsageError("name the files or folders to ingest (or use --if-empty to seed from IMAGES_DIR)")
@@ -48,9 +57,14 @@ def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: boo
         if if_empty and (held := service.queries.count()):
             click.echo(f"The collection already holds {held} image{'s' if held != 1 else ''}; nothing ingested.")
             return
-        summary = service.ingest.paths(paths, progress=progress)
+        if queued:
+            summary = _through_queue(settings, service, paths, progress, wait=not no_wait)
+        else:
+            summary = service.ingest.paths(paths, progress=progress)
     except KeyboardInterrupt:
         click.echo(
+            "Interrupted: photos already queued will still be ingested by the workers; run the same command "
+            "again to finish." if queued else
             "Interrupted: every image stored so far is complete; run the same command again to finish.", err=True
         )
         sys.exit(130)
@@ -60,9 +74,16 @@ def ingest(settings: Settings, paths: tuple[Path, ...], quiet: bool, strict: boo
         signal.signal(signal.SIGTERM, previous)
         progress.close()
         service.close()
-    _report(summary)
+    _report(summary, queued=queued and no_wait)
     if strict and summary.failed:
         sys.exit(1)
+
+
+def _through_queue(settings: Settings, service: Recommender, paths: tuple[Path, ...], progress: ProgressBar,
+                   wait: bool) -> IngestSummary:
+    from ..tasks.client import QueueClient  # Celery is imported on this path only
+
+    return QueueClient(settings, service).ingest(paths, progress=progress, wait=wait)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -70,15 +91,25 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _report(summary: IngestSummary) -> None:
-    click.echo(
-        f"Ingested {summary.ingested} new image{'s' if summary.ingested != 1 else ''}, "
-        f"skipped {summary.duplicates} duplicate{'s' if summary.duplicates != 1 else ''}, "
-        f"{len(summary.failed)} failed, in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)."
-    )
+def _report(summary: IngestSummary, *, queued: bool = False) -> None:
+    if queued:
+        waiting = summary.total - summary.ingested - summary.duplicates - len(summary.failed)
+        click.echo(f"Queued {waiting} photo{'s' if waiting != 1 else ''} for the workers; "
+                   f"skipped {summary.duplicates} duplicate{'s' if summary.duplicates != 1 else ''}, "
+                   f"{len(summary.failed)} failed.")
+    else:
+        _report_done(summary)
     if summary.orphans_removed:
         click.echo(f"Removed {summary.orphans_removed} orphan media file(s) left by an interrupted run.")
     if summary.failed:
         click.echo("Not ingested:", err=True)
         for path, reason in summary.failed:
             click.echo(f"  {path}: {reason}", err=True)
+
+
+def _report_done(summary: IngestSummary) -> None:
+    click.echo(
+        f"Ingested {summary.ingested} new image{'s' if summary.ingested != 1 else ''}, "
+        f"skipped {summary.duplicates} duplicate{'s' if summary.duplicates != 1 else ''}, "
+        f"{len(summary.failed)} failed, in {summary.seconds:.1f} s ({summary.images_per_second:.1f} images/s)."
+    )

@@ -31,7 +31,10 @@ class ProgressBar:
             self.bar.write(f"skipped {event.path or event.name}: {event.message}", file=sys.stderr)
         if self.show_counts:
             c = self.counts
-            self.bar.set_postfix(new=c.get("ingested", 0), dup=c.get("duplicate", 0), failed=c.get("failed", 0), refresh=False)
+            shown = {"new": c.get("ingested", 0), "dup": c.get("duplicate", 0), "failed": c.get("failed", 0)}
+            if "queued" in c:  # ingest --queue --no-wait: the bar counts photos handed to the workers
+                shown = {"queued": c["queued"], **shown}
+            self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:

@@ -12,8 +12,8 @@ from ..storage import Repository
 from .admin import Admin
 from .collection import LiveCollection
 from .detectors import Detectors
-from .errors import Busy, DetectorUnavailable, InvalidRequest, NotFound, ServiceError, Unavailable, first_line
-from .ingest import Ingest
+from .errors import Busy, DetectorUnavailable, InvalidRequest, NotFound, PhotoFailed, ServiceError, Unavailable, first_line
+from .ingest import Ingest, reason
 from .pipeline import find_image_files
 from .queries import Queries
 from .results import (
@@ -29,6 +29,7 @@ from .results import (
     ReindexResult,
     SimilarImage,
     SimilarPage,
+    Staged,
 )
 
 
@@ -70,13 +71,16 @@ __all__ = [
     "InvalidRequest",
     "LiveCollection",
     "NotFound",
+    "PhotoFailed",
     "Queries",
     "Recommender",
     "ReindexResult",
     "ServiceError",
     "SimilarImage",
     "SimilarPage",
+    "Staged",
     "Unavailable",
     "find_image_files",
     "first_line",
+    "reason",
 ]

@@ -20,6 +20,9 @@ Unavailable = error_kind("Unavailable", "unavailable", 503, "A dependency is not
 SetupError = error_kind("SetupError", "setup", 503, "Cannot start as configured (database, schema).", Unavailable)
 DetectorUnavailable = error_kind("DetectorUnavailable", "detector_unavailable", 503, "No usable weights.", Unavailable)
 Busy = error_kind("Busy", "busy", 503, "Every detection slot stayed taken too long.", Unavailable)
+PhotoFailed = error_kind(
+    "PhotoFailed", "photo_failed", 422, "A queued photo that cannot be ingested; trying again will not help.", ServiceError
+)
 
 
 def first_line(exc: BaseException) -> str:

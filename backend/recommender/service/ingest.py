@@ -4,6 +4,10 @@ The original is written (atomically, content-addressed) before the rows are comm
 the media lock of its hash, so a committed image always has its file; if the rows fail, the
 file is removed again unless another image owns it. A process killed between the two leaves an
 orphan file, which ``Admin.clean_orphans`` (run by every batch ingest) removes later.
+
+Through a queue the work is split in two: ``stage`` (where the files are) hashes a photo and
+puts its original in the media store with a queue mark; ``stored`` (in a worker, later, maybe
+on another machine) decodes, detects and commits it, keyed by its SHA-256.
 """
 
 from __future__ import annotations
@@ -11,24 +15,25 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from ..detection import Detections
-from ..images import DecodedImage, ImageError, decode_image
+from ..images import DecodedImage, ImageError, decode_image, sniff_format
 from ..storage import ContentExists, DetectorChanged, ImageRecord, MediaStore, NameTaken, NewImage, Repository
 from ..storage.names import base_name, with_suffix
 from ..vectors import class_presence
 from .collection import LiveCollection
 from .detectors import Detectors
-from .errors import DetectorUnavailable, ServiceError, database_errors, first_line
+from .errors import DetectorUnavailable, PhotoFailed, ServiceError, Unavailable, database_errors, first_line
 from .pipeline import find_image_files, ordered_map
 from .results import (
     ImageInfo,
     IngestEvent,
     IngestResult,
     IngestSummary,
+    Staged,
     objects_from_detections,
     objects_from_records,
 )
@@ -85,8 +90,7 @@ class Ingest:
         summary.failed.extend((str(p), "no such file or folder") for p in missing)
         notify = progress or (lambda _event: None)
         with database_errors():
-            detector = self._active()
-            self._detectors.load(detector)  # fail before any work when the weights are missing
+            detector = self.load_detector()  # fail before any work when the weights are missing
             if clean_orphans:
                 summary.orphans_removed = self.clean_orphans()
             notify(IngestEvent("started", summary.total))
@@ -120,6 +124,80 @@ class Ingest:
             summary.ingested += 1
         notify(IngestEvent("duplicate" if result.duplicate else "ingested", summary.total, path, result.image.name))
 
+    def load_detector(self) -> str:
+        """Load (and warm up) the collection's detector now, so the first photo is not slow; its name."""
+        with database_errors():
+            detector = self._active()
+        self._detectors.load(detector)
+        return detector
+
+    # -- through a queue: stage here, ingest in a worker --------------------------------------
+    def stage(self, path: str | os.PathLike[str]) -> Staged:
+        """Hash a photo file and store its original for a queue worker; no decoding, no detection.
+
+        The original goes into the content-addressed media store with a queue mark, so the
+        orphan cleaner spares it until its task has run. A photo already in the collection is
+        only looked up. Raises ImageError (not an image), OSError (unreadable), Unavailable.
+        """
+        path = Path(path)
+        data = path.read_bytes()
+        fmt = sniff_format(data)
+        if fmt is None:
+            decode_image(data)  # raises NotAnImageError with the message in-process ingest gives
+        sha = hashlib.sha256(data).hexdigest()
+        with database_errors():
+            existing = self._repository.get_by_sha256(sha)
+        if existing is None:
+            with self._media.lock(sha):
+                self._media.mark_queued(sha)  # first, so a staged original never lacks its mark
+                self._media.put_original(sha, fmt, data)
+        return Staged(path, sha, fmt, path.name, ImageInfo.of(existing) if existing is not None else None)
+
+    def stage_files(self, files: Sequence[Path]) -> Iterator[tuple[Path, Staged | BaseException]]:
+        """``stage`` for many files, several at once (reads and fsyncs overlap), in input order.
+
+        A file that cannot be staged is yielded with its ImageError or OSError; Unavailable stops.
+        """
+        return ordered_map(files, self.stage, threads=2 * self.prepare_threads, expected=(ImageError, OSError))
+
+    def stored(self, sha256: str, fmt: str, name_hint: str | None) -> IngestResult:
+        """Ingest an original that ``stage`` put in the media store: a queue worker's task.
+
+        Idempotent: a photo already stored (its task delivered again after a worker died, or
+        enqueued twice) is a duplicate. A photo that cannot be ingested (undecodable, detector
+        error, original gone) raises PhotoFailed after removing its original: trying again
+        would not help. Unavailable (the database, busy detectors) leaves all in place for a retry.
+        """
+        with database_errors():
+            try:
+                result = self._stored(sha256, fmt, name_hint)
+            except (ImageError, OSError, ServiceError) as exc:
+                if isinstance(exc, Unavailable) and not isinstance(exc, DetectorUnavailable):
+                    raise
+                self._drop_queued(sha256, fmt)
+                raise PhotoFailed(reason(exc)) from exc
+        self._media.unmark_queued(sha256)
+        return result
+
+    def _stored(self, sha256: str, fmt: str, name_hint: str | None) -> IngestResult:
+        existing = self._repository.get_by_sha256(sha256)
+        if existing is not None:
+            return self._duplicate(existing)
+        try:
+            data = self._media.original_path(sha256, fmt).read_bytes()
+        except FileNotFoundError:
+            raise PhotoFailed("its original is no longer in the media store (removed before the task ran)") from None
+        prepared = self._prepare(data, name_hint, None)
+        if prepared.sha256 != sha256:
+            raise PhotoFailed("its stored original is damaged (the SHA-256 does not match)")
+        return self._finish(prepared, keep_file=True)
+
+    def _drop_queued(self, sha256: str, fmt: str) -> None:
+        with self._media.lock(sha256):
+            if self._repository.get_by_sha256(sha256) is None:
+                self._media.delete(sha256, fmt)
+            self._media.unmark_queued(sha256)
+
     # -- one image --------------------------------------------------------------------------
     def _prepare(self, data: bytes, name_hint: str | None, max_bytes: int | None) -> Prepared:
         image = decode_image(data, max_bytes=max_bytes)
@@ -131,7 +209,8 @@ class Ingest:
         assert active is not None, "bootstrap records the active detector"
         return active
 
-    def _finish(self, prepared: Prepared, detected: tuple[str, Detections] | None = None) -> IngestResult:
+    def _finish(self, prepared: Prepared, detected: tuple[str, Detections] | None = None, *,
+                keep_file: bool = False) -> IngestResult:
         if prepared.existing is not None:
             return self._duplicate(prepared.existing)
         for _attempt in range(_DETECTOR_SWITCH_RETRIES):
@@ -139,14 +218,14 @@ class Ingest:
             if detected is None or detected[0] != detector:
                 detected = (detector, self._detectors.detect(detector, prepared.image.rgb))
             try:
-                return self._store(prepared, *detected)
+                return self._store(prepared, *detected, keep_file=keep_file)
             except DetectorChanged:
                 detected = None  # switched while we detected: detect again with the new one
             except ContentExists as exc:
                 return self._duplicate(exc.existing)
         raise ServiceError("the collection keeps switching detectors; try again")
 
-    def _store(self, prepared: Prepared, detector: str, found: Detections) -> IngestResult:
+    def _store(self, prepared: Prepared, detector: str, found: Detections, *, keep_file: bool = False) -> IngestResult:
         decoded, sha = prepared.image, prepared.sha256
         name = base_name(prepared.name_hint, decoded.format, sha)
         candidates = [name, with_suffix(name, sha), with_suffix(name, sha, 16)]
@@ -155,7 +234,8 @@ class Ingest:
             try:
                 record = self._store_rows(prepared, candidates, detector, found)
             except BaseException:
-                if self._repository.get_by_sha256(sha) is None:
+                # A queued original stays for the task's retry; the task removes it if it fails for good.
+                if not keep_file and self._repository.get_by_sha256(sha) is None:
                     self._media.delete(sha, decoded.format)
                 raise
         self._collection.refresh_if_loaded()

@@ -129,6 +129,17 @@ class IngestEvent:
     message: str | None = None
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A photo file made ready for a queue worker (``Ingest.stage``)."""
+
+    path: Path
+    sha256: str
+    format: str
+    name_hint: str
+    existing: ImageInfo | None  # already in the collection: nothing to enqueue
+
+
 @dataclass
 class IngestSummary:
     total: int = 0

@@ -4,11 +4,14 @@ Layout under the media directory::
 
     originals/ab/cd/<sha256>.<ext>     the uploaded bytes, unchanged
     thumbs/ab/cd/<sha256>.jpg          generated once, on first request
+    queued/ab/cd/<sha256>              empty mark: a queue task will ingest this original
 
 Every write goes to a temporary file in the target directory, is fsynced, then renamed
 over the final name, so a reader (or a process killed mid-write) never sees a partial file.
 The database is the source of truth: a file whose hash has no row is an orphan, which
 ``find_orphans`` reports once it is old enough not to belong to an ingest still in flight.
+An original staged for the queue has no row until a worker runs its task, which may be hours
+later on a long queue: its mark spares it for ``QUEUED_GRACE_SECONDS`` instead.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ _TEMP_PREFIX = ".tmp-"
 # this host is recognised at once instead of after the grace period.
 _HOST = re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname()) or "host"
 _TEMP_OWNER = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9.]+)-")
+# How long a queued original is spared without a row: longer than any queue should take to
+# drain, short enough that the originals of tasks lost with a wiped broker are cleaned in time.
+QUEUED_GRACE_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
 class MediaFile:
     sha256: str
     path: Path
-    kind: str  # "original", "thumb" or "temp" (left behind by a killed write)
+    kind: str  # "original", "thumb", "temp" (left behind by a killed write) or "queued" (a mark)
     mtime: float
 
 
@@ -47,6 +53,7 @@ class MediaStore:
         self.root = Path(root)
         self.originals = self.root / "originals"
         self.thumbs = self.root / "thumbs"
+        self.queued = self.root / "queued"
 
     # -- paths ------------------------------------------------------------------------------
     def original_path(self, sha256: str, fmt: str) -> Path:
@@ -54,6 +61,9 @@ class MediaStore:
 
     def thumbnail_path(self, sha256: str) -> Path:
         return self._shard(self.thumbs, sha256) / f"{sha256}.jpg"
+
+    def queued_mark_path(self, sha256: str) -> Path:
+        return self._shard(self.queued, sha256) / sha256
 
     @staticmethod
     def _shard(base: Path, sha256: str) -> Path:
@@ -100,6 +110,26 @@ class MediaStore:
         _atomic_write(path, make())
         return path
 
+    def mark_queued(self, sha256: str) -> None:
+        """Record that a queue task will ingest this original: the orphan cleaner spares it meanwhile.
+
+        Marking again (the photo enqueued once more) renews the mark.
+        """
+        path = self.queued_mark_path(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def unmark_queued(self, sha256: str) -> None:
+        """The task is done (stored, duplicate or failed for good): the original is on its own again."""
+        self.queued_mark_path(sha256).unlink(missing_ok=True)
+
+    def is_queued(self, sha256: str, *, since: float = 0.0) -> bool:
+        """True when the original has a queue mark made (or renewed) after ``since`` (a time.time())."""
+        try:
+            return self.queued_mark_path(sha256).stat().st_mtime > since
+        except FileNotFoundError:
+            return False
+
     # -- deleting ---------------------------------------------------------------------------
     def delete(self, sha256: str, fmt: str | None = None) -> int:
         """Remove the original (any extension when ``fmt`` is None) and thumbnail; count removed."""
@@ -137,25 +167,41 @@ class MediaStore:
                     if _SHA256.match(sha):
                         yield MediaFile(sha, path, kind, mtime)
 
+    def iter_queued_marks(self) -> Iterator[MediaFile]:
+        """Every queue mark (kind "queued"), with the time it was made or last renewed."""
+        if not self.queued.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(self.queued):
+            for filename in filenames:
+                path = Path(dirpath) / filename
+                with contextlib.suppress(FileNotFoundError):  # unmarked while we walked
+                    if _SHA256.match(filename):
+                        yield MediaFile(filename, path, "queued", path.stat().st_mtime)
+
     def find_orphans(
         self,
         known: Callable[[Iterable[str]], set[str]],
         *,
         older_than: float = 0.0,
+        queued_for: float = QUEUED_GRACE_SECONDS,
         batch: int = 1000,
     ) -> list[MediaFile]:
         """Files whose hash ``known`` does not confirm, modified more than ``older_than`` s ago.
 
         ``known(hashes)`` returns the subset that has a database row; asking in batches keeps
-        memory flat for large collections.
+        memory flat for large collections. A file whose hash has a queue mark younger than
+        ``queued_for`` seconds is spared (its task has not run yet); older marks are orphans.
         """
-        cutoff = time.time() - older_than
-        orphans: list[MediaFile] = []
+        now = time.time()
+        cutoff, queued_cutoff = now - older_than, now - queued_for
+        orphans: list[MediaFile] = [m for m in self.iter_queued_marks() if m.mtime <= queued_cutoff]
         pending: list[MediaFile] = []
 
         def flush() -> None:
             confirmed = known({f.sha256 for f in pending})
-            orphans.extend(f for f in pending if f.sha256 not in confirmed)
+            orphans.extend(
+                f for f in pending if f.sha256 not in confirmed and not self.is_queued(f.sha256, since=queued_cutoff)
+            )
             pending.clear()
 
         for media_file in self.iter_files():
