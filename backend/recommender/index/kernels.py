@@ -121,6 +121,47 @@ def _block_valid(labels, row0, n, exclude_row, dead, dead_pos, use_labels, r0, r
     return count
 
 
+@njit(nogil=True, fastmath=_FLAGS, inline="always")
+def _block_lows(blocks, norms, n, b, g, base, radius, acc, lows):
+    """Lower bounds of the squared distances of block ``b``'s rows (into ``lows``); returns the smallest."""
+    _block_dots(blocks, b, g, acc)
+    row0 = b * acc.shape[0]
+    lowest = BIG
+    for r in range(acc.shape[0]):  # vectorised: no branch
+        low = base + np.float64(norms[min(row0 + r, n - 1)]) - 2.0 * np.float64(acc[r]) - radius
+        lows[r] = low
+        lowest = min(lowest, low)
+    return lowest
+
+
+@njit(nogil=True, inline="always")
+def _room_for_one(rows, n):
+    """``rows`` (n used), doubled when full."""
+    if n < rows.shape[0]:
+        return rows
+    grown = np.empty(2 * rows.shape[0], dtype=rows.dtype)
+    grown[:n] = rows
+    return grown
+
+
+@njit(nogil=True, inline="always")
+def _prune_candidates(rows, lows, n, threshold):
+    """Drop the full buffer's candidates that can no longer reach the page; double it if still half full."""
+    kept = 0
+    for c in range(n):
+        if lows[c] <= threshold:
+            rows[kept] = rows[c]
+            lows[kept] = lows[c]
+            kept += 1
+    if kept > rows.shape[0] // 2:
+        grown_rows = np.empty(2 * rows.shape[0], dtype=np.int64)
+        grown_lows = np.empty(2 * rows.shape[0], dtype=np.float64)
+        grown_rows[:kept] = rows[:kept]
+        grown_lows[:kept] = lows[:kept]
+        return grown_rows, grown_lows, kept
+    return rows, lows, kept
+
+
 @njit(nogil=True, fastmath=_FLAGS)
 def scan_blocks(
     blocks, norms, n, first, last, g, base, radius, dead, exclude_row, labels, require, forbid, use_labels, max_hi, k
@@ -137,9 +178,8 @@ def scan_blocks(
     heap = np.empty(max(k, 1), dtype=np.float64)
     heap_size = 0
     threshold = BIG
-    cap = 4 * k + 256
-    cand_rows = np.empty(cap, dtype=np.int64)
-    cand_lo = np.empty(cap, dtype=np.float64)
+    cand_rows = np.empty(4 * k + 256, dtype=np.int64)
+    cand_lo = np.empty(4 * k + 256, dtype=np.float64)
     n_cand = 0
     boundary = np.empty(64, dtype=np.int64)
     n_boundary = 0
@@ -159,19 +199,11 @@ def scan_blocks(
         )
         n_valid = width
         if not clean:
-            n_valid = _block_valid(
-                labels, row0, n, exclude_row, dead, dead_pos, use_labels, r0, r1, f0, f1, valid
-            )
-            while dead_pos < n_dead and dead[dead_pos] < row0 + width:
-                dead_pos += 1
+            n_valid = _block_valid(labels, row0, n, exclude_row, dead, dead_pos, use_labels, r0, r1, f0, f1, valid)
+            dead_pos = np.searchsorted(dead, row0 + width)
             if n_valid == 0:
                 continue  # e.g. a rare required class: such blocks cost only the label test
-        _block_dots(blocks, b, g, acc)
-        lowest = BIG
-        for r in range(width):  # vectorised: no branch
-            low = base + np.float64(norms[min(row0 + r, n - 1)]) - 2.0 * np.float64(acc[r]) - radius
-            lows[r] = low
-            lowest = min(lowest, low)
+        lowest = _block_lows(blocks, norms, n, b, g, base, radius, acc, lows)
         if no_limit:
             # Every valid row is certainly within the (absent) cut-off; only rows that can
             # reach the heap's threshold need a closer look, and usually none in a block does.
@@ -192,10 +224,7 @@ def scan_blocks(
                 if upper <= max_hi:
                     n_sure += 1
                 elif lower <= max_hi:
-                    if n_boundary == boundary.shape[0]:
-                        grown = np.empty(2 * n_boundary, dtype=np.int64)
-                        grown[:n_boundary] = boundary
-                        boundary = grown
+                    boundary = _room_for_one(boundary, n_boundary)
                     boundary[n_boundary] = i
                     n_boundary += 1
                 else:
@@ -207,21 +236,8 @@ def scan_blocks(
                 if heap_size == k:
                     threshold = heap[0]
             if k > 0 and lower <= threshold:
-                if n_cand == cap:
-                    kept = 0
-                    for c in range(n_cand):
-                        if cand_lo[c] <= threshold:
-                            cand_rows[kept] = cand_rows[c]
-                            cand_lo[kept] = cand_lo[c]
-                            kept += 1
-                    n_cand = kept
-                    if n_cand > cap // 2:
-                        cap *= 2
-                        grown_rows = np.empty(cap, dtype=np.int64)
-                        grown_lo = np.empty(cap, dtype=np.float64)
-                        grown_rows[:n_cand] = cand_rows[:n_cand]
-                        grown_lo[:n_cand] = cand_lo[:n_cand]
-                        cand_rows, cand_lo = grown_rows, grown_lo
+                if n_cand == cand_rows.shape[0]:
+                    cand_rows, cand_lo, n_cand = _prune_candidates(cand_rows, cand_lo, n_cand, threshold)
                 cand_rows[n_cand] = i
                 cand_lo[n_cand] = lower
                 n_cand += 1
