@@ -22,13 +22,18 @@ from .progress import ProgressBar
     help="Detector to compute vectors for (default: the one the index serves now).",
 )
 @click.option("--activate", is_flag=True, help="Afterwards, serve this detector's vectors (every running server follows).")
+@click.option("--hashes", is_flag=True,
+              help="Instead: compute the perceptual hash (near-duplicate folding) of images stored without one.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @database_options
-def reindex(settings: Settings, detector: str | None, activate: bool, quiet: bool) -> None:
+def reindex(settings: Settings, detector: str | None, activate: bool, hashes: bool, quiet: bool) -> None:
     """Detect objects in every stored image that has no vector for DETECTOR yet.
 
     Resumable: each image is saved as soon as it is done; run it again after an interruption.
     """
+    if hashes:
+        _hashes(settings, quiet)
+        return
     progress = ProgressBar(quiet)
     with open_service(settings) as service:
         try:
@@ -49,3 +54,20 @@ def reindex(settings: Settings, detector: str | None, activate: bool, quiet: boo
         click.echo(f"  {name}: {reason}", err=True)
     if status is not None:
         click.echo(f"The collection now uses {status.detector} ({status.indexed} image{'s' if status.indexed != 1 else ''} indexed).")
+
+
+def _hashes(settings: Settings, quiet: bool) -> None:
+    progress = ProgressBar(quiet)
+    with open_service(settings) as service:
+        try:
+            computed, failed = service.admin.backfill_hashes(progress=progress)
+        except ServiceError as exc:
+            raise click.ClickException(exc.message) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted: hashes computed so far are saved; run the same command again.", err=True)
+            sys.exit(130)
+        finally:
+            progress.close()
+    click.echo(f"Computed {computed} perceptual hash(es); {len(failed)} failed.")
+    for name, reason in failed:
+        click.echo(f"  {name}: {reason}", err=True)
