@@ -18,7 +18,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-NEAR_DUPLICATE_BITS = 8
+NEAR_DUPLICATE_BITS = 12
 _UNSIGNED = (1 << 64) - 1
 
 
