@@ -282,3 +282,68 @@ def test_the_hash_threshold_groups_generated_copies_and_keeps_photos_apart(coco_
     false_pairs = sum(hamming(a, b) <= NEAR_DUPLICATE_BITS for i, a in enumerate(values) for b in values[i + 1 :])
     assert caught / total >= 0.9, f"recall {caught}/{total}"
     assert false_pairs == 0, "distinct coco_dev photos grouped as near-identical"
+
+
+# ----------------------------------------------------------------------------- the pieces, without a database
+
+
+def test_names_are_forgiven_and_multi_word_names_found() -> None:
+    from recommender.objects import parse_search
+
+    assert parse_search("Dogs, FRISBEE -people") == ((17, 30), (1,))
+    assert parse_search("hot dogs teddy_bears -cell phone") == ((53, 78), (68,))
+    assert parse_search("knives buses") == ((6, 44), ())
+
+
+def test_class_table_search_and_changes_match_a_brute_force() -> None:
+    from recommender.classtable import ClassTable
+
+    rng = np.random.default_rng(3)
+    rows = {(int(i), int(c)): float(s) for i, c, s in zip(rng.integers(1, 300, 2000), rng.integers(1, 6, 2000),
+                                                         np.round(rng.random(2000), 1))}
+    table = ClassTable.build(*map(np.array, zip(*[(i, c, s) for (i, c), s in rows.items()])))
+    touched = rng.choice(np.arange(1, 300), 40, replace=False)
+    fresh = {(int(i), int(c)): 0.5 for i in touched[:20] for c in (1, 2)}
+    rows = {k: v for k, v in rows.items() if k[0] not in set(touched.tolist())} | fresh
+    table = table.with_changes(touched, *map(np.array, zip(*[(i, c, s) for (i, c), s in fresh.items()])))
+    assert table.counts()[1:6].tolist() == [sum(c == k for _, c in rows) for k in range(1, 6)]
+    identity = lambda s: s.astype(np.float64)  # noqa: E731
+    for required, excluded in [((1,), ()), ((1, 2), (3,)), ((), (4, 5))]:
+        images = {i for i, _ in rows} | set(range(1, 300))
+        ok = [i for i in images if all((i, c) in rows for c in required) and not any((i, c) in rows for c in excluded)]
+        score = {i: float(np.prod([np.float32(rows[i, c]) for c in required])) for i in ok}
+        brute = sorted(ok, key=lambda i: (-score[i], i))
+        paged = []
+        for page in range(1, 40):
+            hits = table.search(required, excluded, page, 13, identity, lambda: np.arange(1, 300))
+            assert hits.total == len(brute)
+            paged += hits.ids.tolist()
+        assert paged == brute
+
+
+def test_reindex_hashes_backfills_photos_stored_without_one(database_url: str, tmp_path: Path, yolo: Detector,  # noqa: F811
+                                                             coco_dev_images: list[Path]) -> None:
+    from sqlalchemy import text
+
+    from recommender.storage import create_database_engine
+
+    api = make_api(database_url, tmp_path / "data", yolo, coco_dev_images[:3])
+    api.service.close()
+    engine = create_database_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            stored = dict(conn.execute(text("SELECT name, phash FROM images")).all())
+            conn.execute(text("UPDATE images SET phash = NULL"))  # as migration 0003 leaves older photos
+        env = {"DATABASE_URL": database_url, "DATA_DIR": str(tmp_path / "data")}
+        result = CliRunner().invoke(cli, ["reindex", "--hashes", "--quiet"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "Computed 3 perceptual hash(es); 0 failed." in result.output
+        with engine.connect() as conn:
+            assert dict(conn.execute(text("SELECT name, phash FROM images")).all()) == stored
+        for path in coco_dev_images[:3]:
+            with Image.open(path) as image:
+                assert stored[path.name] == perceptual_hash(np.asarray(image.convert("RGB")))
+        again = CliRunner().invoke(cli, ["reindex", "--hashes", "--quiet"], env=env)
+        assert "Computed 0 perceptual hash(es)" in again.output
+    finally:
+        engine.dispose()

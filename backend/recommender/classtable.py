@@ -107,7 +107,21 @@ class ClassTable:
             scores[:, j] = self._scores[c][np.searchsorted(self._ids[c], matches)]
         confidence = np.prod(calibrate(scores), axis=1) if required else np.ones(matches.shape[0])
         start = (page - 1) * per_page
-        order = np.lexsort((matches, -confidence))[start : start + per_page]
+        order = _page_order(matches, confidence, start, per_page)
         # Columns back in the caller's class order.
         columns = [required.index(c) for c in sorted(required)]
         return SearchHits(matches[order], confidence[order], scores[order][:, columns], int(matches.shape[0]))
+
+
+def _page_order(ids: np.ndarray, confidence: np.ndarray, start: int, per_page: int) -> np.ndarray:
+    """Positions of page [start, start + per_page) in the order (confidence desc, id asc).
+
+    Only the rows that can reach the page are sorted: those at least as confident as the
+    (start + per_page)-th best, ties included, so the order is exactly the full sort's.
+    """
+    k = start + per_page
+    if k >= ids.shape[0]:
+        return np.lexsort((ids, -confidence))[start:k]
+    kth = np.partition(-confidence, k - 1)[k - 1]
+    rows = np.flatnonzero(-confidence <= kth)
+    return rows[np.lexsort((ids[rows], -confidence[rows]))][start:k]

@@ -66,14 +66,15 @@ def similar_result_json(r: SimilarImage, root: str = "") -> dict[str, Any]:
     }
 
 
+def _paging(page: SimilarPage | SearchPage) -> dict[str, Any]:
+    return {"detector": page.detector, "page": page.page, "per_page": page.per_page, "total": page.total}
+
+
 def similar_json(page: SimilarPage, root: str = "") -> dict[str, Any]:
     return {
         "query": page.query,
         "query_classes": page.query_classes,
-        "detector": page.detector,
-        "page": page.page,
-        "per_page": page.per_page,
-        "total": page.total,
+        **_paging(page),
         "constraints": {**page.ask.names(), "min_similarity": page.ask.min_similarity, "collapse": page.collapse},
         "results": [similar_result_json(r, root) for r in page.results],
     }
@@ -95,10 +96,7 @@ def search_json(page: SearchPage, root: str = "") -> dict[str, Any]:
         "q": page.query,
         "with": page.with_classes,
         "without": page.without_classes,
-        "detector": page.detector,
-        "page": page.page,
-        "per_page": page.per_page,
-        "total": page.total,
+        **_paging(page),
         "collapse": page.collapse,
         "results": [found_json(r, root) for r in page.results],
     }

@@ -34,18 +34,11 @@ def reindex(settings: Settings, detector: str | None, activate: bool, hashes: bo
     if hashes:
         _hashes(settings, quiet)
         return
-    progress = ProgressBar(quiet)
-    with open_service(settings) as service:
-        try:
-            result = service.admin.reindex(detector, activate=activate, progress=progress)
-            status = service.queries.status() if result.activated else None
-        except ServiceError as exc:
-            raise click.ClickException(exc.message) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted: vectors computed so far are saved; run the same command again.", err=True)
-            sys.exit(130)
-        finally:
-            progress.close()
+    def work(service, progress):
+        result = service.admin.reindex(detector, activate=activate, progress=progress)
+        return result, service.queries.status() if result.activated else None
+
+    result, status = _run(settings, quiet, work, "vectors")
     click.echo(
         f"Computed {result.computed} of {result.missing} missing vector(s) for {result.detector}; "
         f"{len(result.failed)} failed."
@@ -56,18 +49,24 @@ def reindex(settings: Settings, detector: str | None, activate: bool, hashes: bo
         click.echo(f"The collection now uses {status.detector} ({status.indexed} image{'s' if status.indexed != 1 else ''} indexed).")
 
 
-def _hashes(settings: Settings, quiet: bool) -> None:
+def _run(settings: Settings, quiet: bool, work, what: str):
+    """``work(service, progress)`` with a progress bar; Ctrl-C keeps what is done."""
     progress = ProgressBar(quiet)
     with open_service(settings) as service:
         try:
-            computed, failed = service.admin.backfill_hashes(progress=progress)
+            return work(service, progress)
         except ServiceError as exc:
             raise click.ClickException(exc.message) from None
         except KeyboardInterrupt:
-            click.echo("Interrupted: hashes computed so far are saved; run the same command again.", err=True)
+            click.echo(f"Interrupted: {what} computed so far are saved; run the same command again.", err=True)
             sys.exit(130)
         finally:
             progress.close()
+
+
+def _hashes(settings: Settings, quiet: bool) -> None:
+    computed, failed = _run(settings, quiet, lambda service, progress: service.admin.backfill_hashes(progress=progress),
+                            "hashes")
     click.echo(f"Computed {computed} perceptual hash(es); {len(failed)} failed.")
     for name, reason in failed:
         click.echo(f"  {name}: {reason}", err=True)

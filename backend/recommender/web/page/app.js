@@ -214,16 +214,7 @@
 
   function renderHomeGrid(images) {
     const template = el("tile-template");
-    const items = images.map((image) => {
-      const node = template.content.firstElementChild.cloneNode(true);
-      const link = node.querySelector("a");
-      link.href = `/?q=${enc(image.name)}`;
-      link.dataset.name = image.name;
-      const img = node.querySelector("img");
-      img.src = image.thumb_url || thumbUrl(image.name);
-      img.alt = image.classes && image.classes.length ? `Photo with ${listSentence(image.classes)}` : `Photo ${image.name}`;
-      return node;
-    });
+    const items = images.map((image) => linkTo(template.content.firstElementChild.cloneNode(true), image));
     ui.homeGrid.replaceChildren(...items);
   }
 
@@ -281,14 +272,18 @@
     return api(`/get_similar/${enc(name)}?${params}`);
   }
 
+  function clearList(list, more, empty, count) {
+    list.replaceChildren();
+    more.hidden = true;
+    empty.hidden = true;
+    count.textContent = "";
+  }
+
   function clearResults() {
     state.page = 0;
     state.total = 0;
     state.loaded = 0;
-    ui.results.replaceChildren();
-    ui.resultsEmpty.hidden = true;
-    ui.more.hidden = true;
-    ui.similarCount.textContent = "";
+    clearList(ui.results, ui.more, ui.resultsEmpty, ui.similarCount);
   }
 
   // ---------------------------------------------------------------- filters on the query's objects
@@ -441,14 +436,19 @@
     ui.objects.replaceChildren(...items);
   }
 
-  function makeCard(result, highlighted, why) {
-    const node = el("result-template").content.firstElementChild.cloneNode(true);
+  // A tile or card's link and thumbnail for one photo.
+  function linkTo(node, image) {
     const link = node.querySelector("a");
-    link.href = `/?q=${enc(result.name)}`;
-    link.dataset.name = result.name;
+    link.href = `/?q=${enc(image.name)}`;
+    link.dataset.name = image.name;
     const img = node.querySelector("img");
-    img.src = result.thumb_url || thumbUrl(result.name);
-    img.alt = result.classes && result.classes.length ? `Photo with ${listSentence(result.classes)}` : `Photo ${result.name}`;
+    img.src = image.thumb_url || thumbUrl(image.name);
+    img.alt = image.classes && image.classes.length ? `Photo with ${listSentence(image.classes)}` : `Photo ${image.name}`;
+    return node;
+  }
+
+  function makeCard(result, highlighted, why) {
+    const node = linkTo(el("result-template").content.firstElementChild.cloneNode(true), result);
     const chips = node.querySelector(".chips");
     const shared = new Set(highlighted);
     const ordered = [...highlighted, ...(result.classes || []).filter((c) => !shared.has(c))];
@@ -690,10 +690,7 @@
       state.generation += 1;
       state.searchPage = 0;
       state.searchLoaded = 0;
-      ui.searchResults.replaceChildren();
-      ui.searchMore.hidden = true;
-      ui.searchEmpty.hidden = true;
-      ui.searchCount.textContent = "";
+      clearList(ui.searchResults, ui.searchMore, ui.searchEmpty, ui.searchCount);
     }
     const generation = state.generation;
     const params = new URLSearchParams({ q: state.search, page: state.searchPage + 1, per_page: state.perPage,
