@@ -358,8 +358,8 @@ def test_the_page_works_at_phone_width(server: Server, browser, artifacts: Path)
 def test_keyboard_users_can_open_a_photo(server: Server, page) -> None:
     page.goto(server.url + "/")
     page.wait_for_selector("#home-grid li img")
-    # Tab order: skip link, brand, Random, Upload, drop zone, Shuffle, then the first photo.
-    for _ in range(7):
+    # Tab order: skip link, brand, search box, Random, Upload, drop zone, Shuffle, then the first photo.
+    for _ in range(8):
         page.keyboard.press("Tab")
     focused = page.evaluate("() => document.activeElement.dataset.name || ''")
     assert focused, page.evaluate("() => document.activeElement.outerHTML.slice(0, 120)")
@@ -400,6 +400,109 @@ def test_the_page_waits_for_a_server_that_is_still_loading(browser, tmp_path: Pa
         context.close()
         http_server.shutdown()
         service.close()
+
+
+def post_photo(url: str, data: bytes, filename: str) -> dict:
+    """POST /upload_file as a multipart form, the way a browser sends it."""
+    import json
+    import urllib.request
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file_to_upload\"; filename=\"{filename}\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}/upload_file", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def result_names(page, selector: str = "#results") -> list[str]:
+    return page.eval_on_selector_all(f"{selector} > .card:not(.folded) > a", "links => links.map(a => a.dataset.name)")
+
+
+def test_asking_by_objects(server: Server, page, artifacts: Path) -> None:
+    from urllib.parse import parse_qs, quote, urlparse
+
+    from test_objects import near_copies
+
+    # 1. A chip of the query cycles any -> must have -> must not have; results and URL follow.
+    _, found = get_json(f"{server.url}/search?q=person%20car&per_page=100")
+    query = found["results"][0]["name"]
+    page.goto(f"{server.url}/?q={query}")
+    wait_for_results(page, 10)
+    chip = page.locator("#objects li[data-class='person']")
+    chip.click()
+    page.wait_for_function("() => new URLSearchParams(location.search).get('with') === 'person'")
+    _, expected = get_json(f"{server.url}/get_similar/{query}?with=person&collapse=1")
+    page.wait_for_function("n => document.querySelector('#similar-count').textContent.endsWith(` of ${n}`)",
+                           arg=expected["total"])
+    assert result_names(page) == [r["name"] for r in expected["results"]]
+    assert chip.get_attribute("data-filter") == "with" and "must have" in chip.text_content()
+    firsts = page.eval_on_selector_all("#results .card .chip-shared", "c => c.map(x => x.textContent)")
+    assert firsts.count("person") == len(expected["results"]), "every result shows a person"
+    shot(page, artifacts, "12-must-have")
+
+    chip.click()
+    page.wait_for_function("() => new URLSearchParams(location.search).get('without') === 'person'")
+    params = parse_qs(urlparse(page.url).query)
+    assert params["q"] == [query] and "with" not in params
+    _, expected = get_json(f"{server.url}/get_similar/{query}?without=person&collapse=1")
+    page.wait_for_function("n => document.querySelector('#similar-count').textContent.endsWith(` of ${n}`)",
+                           arg=expected["total"])
+    assert result_names(page) == [r["name"] for r in expected["results"]]
+    # The URL is the state: opened afresh, it shows the same filtered results.
+    page.goto(page.url)
+    wait_for_results(page, 1)
+    assert page.locator("#objects li[data-class='person']").get_attribute("data-filter") == "without"
+    assert result_names(page) == [r["name"] for r in expected["results"]]
+    shot(page, artifacts, "13-must-not-have")
+
+    # 2. A name search, typed with the help of the autocomplete.
+    box = page.locator("#search-input")
+    box.click()
+    box.type("ca")
+    page.locator("#suggestions li[data-class='car']").click()
+    assert box.input_value() == "car "
+    box.type("-pers")
+    page.locator("#suggestions li[data-class='person']").wait_for()
+    box.press("ArrowDown")
+    box.press("Enter")  # picks the highlighted suggestion
+    assert box.input_value() == "car -person "
+    shot(page, artifacts, "14-autocomplete")
+    box.press("Enter")  # searches
+    page.wait_for_function("() => new URLSearchParams(location.search).get('search') === 'car -person'")
+    _, expected = get_json(f"{server.url}/search?q={quote('car -person')}&collapse=1")
+    page.wait_for_function("n => document.querySelector('#search-count').textContent.endsWith(` of ${n}`)",
+                           arg=expected["total"])
+    assert expected["total"] > 0 and result_names(page, "#search-results") == [r["name"] for r in expected["results"]]
+    assert page.locator("#search-title").inner_text() == "Photos with car, without person"
+    shot(page, artifacts, "15-search")
+
+    # 3. Near-identical copies are folded into one card; a click shows them.
+    original = server.gallery[5]
+    copies = [post_photo(server.url, data, f"copy-{kind}.jpg")["name"] for kind, data in near_copies(original).items()]
+    # Every server process shows the copies within a second (it follows the change feed);
+    # asking several times reaches each of them.
+    deadline, steady = time.monotonic() + 15, 0
+    while steady < 6 and time.monotonic() < deadline:
+        _, folded = get_json(f"{server.url}/get_similar/{original.name}?collapse=1")
+        group = next((r for r in folded["results"] if r["near_duplicates"]), None)
+        members = [group["name"], *(d["name"] for d in group["near_duplicates"])] if group else []
+        steady = steady + 1 if sorted(members) == sorted(copies) else 0
+        time.sleep(0.1)
+    assert sorted(members) == sorted(copies), "the three copies (2 to 6 bits apart) form one group"
+    page.goto(f"{server.url}/?q={original.name}")
+    wait_for_results(page, 10)
+    card = page.locator("#results > .card", has=page.locator(".fold-button")).first
+    fold = card.locator(".fold-button")
+    assert fold.inner_text() == f"+{len(members) - 1} near-identical"
+    assert card.locator("a").get_attribute("data-name") == group["name"]
+    fold.click()
+    page.wait_for_selector("#results .card.folded")
+    shown = page.eval_on_selector_all("#results .card.folded a", "links => links.map(a => a.dataset.name)")
+    assert shown == members[1:]
+    assert fold.get_attribute("aria-expanded") == "true"
+    shot(page, artifacts, "16-expanded-group")
 
 
 def save_docs_screenshot(page) -> None:

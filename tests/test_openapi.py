@@ -50,6 +50,8 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def violations(spec: dict[str, Any], schema: dict[str, Any], value: Any, where: str = "$") -> list[str]:
     """What in ``value`` does not fit ``schema`` (the subset of JSON Schema the document uses)."""
     schema = resolve(spec, schema)
+    if value is None and schema.get("nullable"):
+        return []
     if "oneOf" in schema:
         fits = [s for s in schema["oneOf"] if not violations(spec, s, value, where)]
         return [] if len(fits) == 1 else [f"{where}: matches {len(fits)} of the oneOf schemas"]
@@ -157,10 +159,18 @@ def recipes(apps: Apps) -> list[tuple[str, str, str, Callable[[], Any]]]:
         ("/upload_file", "post", "415", lambda: upload(c, b"just some text")),
         ("/upload_file", "post", "422", lambda: upload(c, png_bomb(), "bomb.png")),
         ("/upload_file", "post", "503", lambda: upload(loading, new.read_bytes(), new.name)),
-        ("/get_similar/{name}", "get", "200", lambda: c.get(f"/get_similar/{name}?page=2&per_page=1")),
+        ("/get_similar/{name}", "get", "200",
+         lambda: c.get(f"/get_similar/{name}?page=1&per_page=2&min_similarity=0&add=dog&collapse=1")),
         ("/get_similar/{name}", "get", "400", lambda: c.get(f"/get_similar/{name}?per_page=1000")),
         ("/get_similar/{name}", "get", "404", lambda: c.get("/get_similar/missing.jpg")),
+        ("/get_similar/{name}", "get", "422", lambda: c.get(f"/get_similar/{name}?with=dog&without=dogs")),
         ("/get_similar/{name}", "get", "503", lambda: loading.get(f"/get_similar/{name}")),
+        ("/search", "get", "200", lambda: c.get("/search?q=person -dog&collapse=1")),
+        ("/search", "get", "400", lambda: c.get("/search?q=person&page=x")),
+        ("/search", "get", "422", lambda: c.get("/search?q=unicorn")),
+        ("/search", "get", "503", lambda: loading.get("/search?q=person")),
+        ("/classes", "get", "200", lambda: c.get("/classes")),
+        ("/classes", "get", "503", lambda: loading.get("/classes")),
         ("/random", "get", "200", lambda: c.get("/random")),
         ("/random", "get", "400", lambda: c.get("/random?n=-3")),
         ("/random", "get", "404", lambda: empty.get("/random?n=10")),

@@ -11,11 +11,15 @@ from typing import Any
 from urllib.parse import quote
 
 from .service import (
+    ClassCount,
     CollectionStatus,
     DetectedObject,
+    FoundImage,
     ImageDetections,
     ImageInfo,
     IngestResult,
+    SearchPage,
+    SimilarImage,
     SimilarPage,
 )
 
@@ -48,27 +52,58 @@ def detections_json(view: ImageDetections, root: str = "") -> dict[str, Any]:
     return {**image_json(view.image, root), "detector": view.detector, "detections": [detection_json(d) for d in view.detections]}
 
 
+def similar_result_json(r: SimilarImage, root: str = "") -> dict[str, Any]:
+    return {
+        "name": r.name,
+        **image_urls(r.name, r.sha256, root),
+        "distance": round(r.distance, 6),
+        "similarity": round(r.similarity, 6),
+        "shared_classes": r.shared_classes,
+        "classes": r.classes,
+        "why": r.why,
+        "contributions": [{"class": c.class_name, "share": round(c.share, 4)} for c in r.contributions],
+        "near_duplicates": [similar_result_json(d, root) for d in r.near_duplicates],
+    }
+
+
+def _paging(page: SimilarPage | SearchPage) -> dict[str, Any]:
+    return {"detector": page.detector, "page": page.page, "per_page": page.per_page, "total": page.total}
+
+
 def similar_json(page: SimilarPage, root: str = "") -> dict[str, Any]:
     return {
         "query": page.query,
         "query_classes": page.query_classes,
-        "detector": page.detector,
-        "page": page.page,
-        "per_page": page.per_page,
-        "total": page.total,
-        "results": [
-            {
-                "name": r.name,
-                **image_urls(r.name, r.sha256, root),
-                "distance": round(r.distance, 6),
-                "shared_classes": r.shared_classes,
-                "classes": r.classes,
-                "why": r.why,
-                "contributions": [{"class": c.class_name, "share": round(c.share, 4)} for c in r.contributions],
-            }
-            for r in page.results
-        ],
+        **_paging(page),
+        "constraints": {**page.ask.names(), "min_similarity": page.ask.min_similarity, "collapse": page.collapse},
+        "results": [similar_result_json(r, root) for r in page.results],
     }
+
+
+def found_json(r: FoundImage, root: str = "") -> dict[str, Any]:
+    return {
+        "name": r.name,
+        **image_urls(r.name, r.sha256, root),
+        "classes": r.classes,
+        "confidence": round(r.confidence, 6),
+        "scores": r.scores,
+        "near_duplicates": [found_json(d, root) for d in r.near_duplicates],
+    }
+
+
+def search_json(page: SearchPage, root: str = "") -> dict[str, Any]:
+    return {
+        "q": page.query,
+        "with": page.with_classes,
+        "without": page.without_classes,
+        **_paging(page),
+        "collapse": page.collapse,
+        "results": [found_json(r, root) for r in page.results],
+    }
+
+
+def classes_json(counts: list[ClassCount]) -> dict[str, Any]:
+    return {"classes": [{"class": c.name, "class_id": c.class_id, "images": c.images} for c in counts]}
 
 
 def upload_json(result: IngestResult, similar: SimilarPage, root: str = "") -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import KW_ONLY, dataclass
 
 from ..detection import Detections
 from ..images import ImageError, decode_image
+from ..neardup import perceptual_hash
 from ..storage import ImageRecord, MediaStore, Repository, VectorsMissing
 from ..storage.names import is_plausible_name
 from ..vectors import class_presence
@@ -105,6 +106,31 @@ class Admin:
             if self._repository.store_vector(record.id, detector, outcome, class_presence(outcome)):
                 result.computed += 1
             notify(IngestEvent("ingested", total, name=record.name))
+
+    def backfill_hashes(self, progress: Callable[[IngestEvent], None] | None = None) -> tuple[int, list[tuple[str, str]]]:
+        """Compute the perceptual hash of every image stored without one; (computed, failed)."""
+        notify = progress or (lambda _event: None)
+
+        def work(record: ImageRecord) -> int:
+            path = self._media.original_path(record.sha256, record.format)
+            if not path.is_file():
+                raise FileNotFoundError(f"the file of {record.name!r} is missing from the media store")
+            return perceptual_hash(decode_image(path.read_bytes()).rgb)
+
+        computed, failed = 0, []
+        with database_errors():
+            records = self._repository.missing_hashes()
+            notify(IngestEvent("started", len(records)))
+            threads = self.prepare_threads + self._detectors.slots
+            for record, outcome in ordered_map(records, work, threads=threads, expected=(ImageError, OSError)):
+                if isinstance(outcome, BaseException):
+                    failed.append((record.name, reason(outcome)))
+                    notify(IngestEvent("failed", len(records), name=record.name, message=reason(outcome)))
+                    continue
+                self._repository.set_hash(record.id, outcome)
+                computed += 1
+                notify(IngestEvent("ingested", len(records), name=record.name))
+        return computed, failed
 
     def clean_orphans(self, older_than: float | None = None) -> int:
         """Remove media files without an image row (left by a killed ingest); count them.

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import NUM_CLASSES
+from ..classtable import ClassTable
 from ..index import Index, SnapshotError, build_index, load_snapshot, save_snapshot, warm_up
 from ..storage import Repository
 from ..storage.feed import ACTIVATE, DELETE, Change
@@ -45,6 +46,7 @@ class Snapshot:
     index: Index
     position: int  # every change up to this feed position is applied
     ranking: Ranking
+    classes: ClassTable  # which images show which class (search by object names)
 
 
 _warmed = threading.Event()
@@ -151,7 +153,8 @@ class LiveCollection:
         snapshot = self._current
         if snapshot is None or not snapshot.index.needs_compaction():
             return
-        compacted = Snapshot(snapshot.detector, snapshot.index.compacted(), snapshot.position, snapshot.ranking)
+        compacted = Snapshot(snapshot.detector, snapshot.index.compacted(), snapshot.position, snapshot.ranking,
+                             snapshot.classes)
         with self._lock:
             if self._current is None or self._current.detector != snapshot.detector:
                 return  # reloaded meanwhile: that one is compact already
@@ -192,7 +195,7 @@ class LiveCollection:
         touched = sorted(
             {c.image_id for c in changes if c.image_id is not None and (c.kind == DELETE or c.detector == snapshot.detector)}
         )
-        index = snapshot.index
+        index, classes = snapshot.index, snapshot.classes
         if touched:
             vectors = self._repository.vectors_of(touched, snapshot.detector)
             summaries = self._repository.summaries(list(vectors), snapshot.detector, self._threshold)
@@ -201,7 +204,9 @@ class LiveCollection:
             labels = np.array([class_bits(summaries[i].class_ids) for i in ids.tolist()], dtype=np.uint64).reshape(-1, 2)
             gone = np.array([i for i in touched if i not in vectors], dtype=np.int64)
             index = index.with_changes(ids, snapshot.ranking.index_transform(raw), labels, gone)
-        return Snapshot(snapshot.detector, index, changes[-1].seq, snapshot.ranking)
+            shown = self._repository.shown_classes(snapshot.detector, self._threshold, touched)
+            classes = classes.with_changes(np.array(touched, dtype=np.int64), *shown)
+        return Snapshot(snapshot.detector, index, changes[-1].seq, snapshot.ranking, classes)
 
     # -- loading and saving -----------------------------------------------------------------
     def _load(self) -> Snapshot:
@@ -212,12 +217,14 @@ class LiveCollection:
         if detector is None:
             raise RuntimeError("the collection has no active detector (bootstrap records one)")
         ranking = self._ranking(detector)
-        snapshot = self._load_saved(detector, ranking, position)
+        # Read before the index, so replaying the feed from ``position`` covers it too.
+        classes = ClassTable.build(*self._repository.shown_classes(detector, self._threshold))
+        snapshot = self._load_saved(detector, ranking, position, classes)
         if snapshot is None:
             ids, raw = self._repository.all_vectors(detector)
             labels = self._repository.all_labels(ids, detector, self._threshold)
             points = ranking.index_transform(raw).astype(np.float32)
-            snapshot = Snapshot(detector, build_index(ids, points, labels, kind=self._kind), position, ranking)
+            snapshot = Snapshot(detector, build_index(ids, points, labels, kind=self._kind), position, ranking, classes)
             self._save(snapshot)
         log.info(
             "index of %s loaded in %.1f s: %d images at feed position %d",
@@ -228,7 +235,7 @@ class LiveCollection:
     def _folder(self, detector: str) -> Path | None:
         return None if self._snapshot_dir is None else self._snapshot_dir / f"{detector}.{self._kind}"
 
-    def _load_saved(self, detector: str, ranking: Ranking, head: int) -> Snapshot | None:
+    def _load_saved(self, detector: str, ranking: Ranking, head: int, classes: ClassTable) -> Snapshot | None:
         folder = self._folder(detector)
         if folder is None:
             return None
@@ -248,7 +255,7 @@ class LiveCollection:
             log.info("index snapshot in %s is too far behind the change feed; rebuilding it", folder)
             return None
         self._saved_position = position
-        return Snapshot(detector, index, position, ranking)
+        return Snapshot(detector, index, position, ranking, classes)
 
     def _maybe_save(self) -> None:
         snapshot = self._current

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..detection import Detections
 from ..images import DecodedImage, ImageError, decode_image, sniff_format
+from ..neardup import perceptual_hash
 from ..storage import ContentExists, DetectorChanged, ImageRecord, MediaStore, NameTaken, NewImage, Repository
 from ..storage.names import base_name, with_suffix
 from ..vectors import class_presence
@@ -52,6 +53,7 @@ class Prepared:
     sha256: str
     name_hint: str | None
     existing: ImageRecord | None
+    phash: int | None  # perceptual hash of the pixels; None for a duplicate (not needed)
 
 
 @dataclass(eq=False)
@@ -202,7 +204,8 @@ class Ingest:
     def _prepare(self, data: bytes, name_hint: str | None, max_bytes: int | None) -> Prepared:
         image = decode_image(data, max_bytes=max_bytes)
         sha = hashlib.sha256(data).hexdigest()
-        return Prepared(data, image, sha, name_hint, self._repository.get_by_sha256(sha))
+        existing = self._repository.get_by_sha256(sha)
+        return Prepared(data, image, sha, name_hint, existing, None if existing else perceptual_hash(image.rgb))
 
     def _active(self) -> str:
         active = self._repository.active_detector()
@@ -247,7 +250,7 @@ class Ingest:
         for candidate in candidates:
             new = NewImage(
                 name=candidate, sha256=prepared.sha256, width=decoded.width, height=decoded.height,
-                format=decoded.format, mime=decoded.mime, size_bytes=len(prepared.data),
+                format=decoded.format, mime=decoded.mime, size_bytes=len(prepared.data), phash=prepared.phash,
             )
             try:
                 return self._repository.store_image(new, detector, found, vector)

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..classes import class_name
+from ..classes import CLASS_NAMES, class_name
 from ..explain import explain_matches, why
 from ..images import read_image_file, thumbnail_jpeg
 from ..index import MAX_PER_PAGE
+from ..neardup import fold
+from ..objects import NO_ASK, Ask, parse_search, similarity_of
 from ..storage import ImageRecord, MediaStore, Repository
 from ..storage.names import is_plausible_name
+from ..vectors import presence_probability
 from .collection import LiveCollection, Snapshot
 from .errors import InvalidRequest, NotFound, Unavailable, database_errors
 from .results import (
     DISPLAY_THRESHOLD,
+    ClassCount,
     CollectionStatus,
+    FoundImage,
     ImageDetections,
     ImageFile,
     ImageInfo,
+    SearchPage,
     SimilarImage,
     SimilarPage,
     objects_from_records,
@@ -108,9 +114,15 @@ class Queries:
         return [names[int(i)] for i in ids], raw
 
     # -- similar ----------------------------------------------------------------------------
-    def similar(self, name: str, page: int = 1, per_page: int = 30) -> SimilarPage:
-        """Page ``page`` of the stored images most similar to the stored image ``name``."""
+    def similar(self, name: str, page: int = 1, per_page: int = 30, ask: Ask = NO_ASK,
+                collapse: bool = False) -> SimilarPage:
+        """Page ``page`` of the stored images most similar to the stored image ``name``.
+
+        ``ask`` filters (inside the index scan, so ``total`` and pages are exact) and moves the
+        query; ``collapse`` folds near-identical results of the page into the best-ranked one.
+        """
         check_page(page, per_page)
+        ask.check()
         with database_errors():
             record = self._record(name)
             snapshot = self._collection.current()
@@ -122,12 +134,14 @@ class Queries:
                 )
             summary = self._repository.summaries([record.id], snapshot.detector, DISPLAY_THRESHOLD).get(record.id)
             query_classes = list(summary.class_ids) if summary else []
-            return self._page(snapshot, vector, record, query_classes, page, per_page)
+            page_ = self._page(snapshot, ask.moved(vector), record, query_classes, page, per_page, ask)
+        return _collapsed(page_) if collapse else page_
 
     def _page(self, snapshot: Snapshot, raw: np.ndarray, query: ImageRecord, query_classes: Sequence[int],
-              page: int, per_page: int) -> SimilarPage:
+              page: int, per_page: int, ask: Ask) -> SimilarPage:
         result = snapshot.index.query(
-            snapshot.ranking.query_transform(raw), page=page, per_page=per_page, exclude_id=query.id
+            snapshot.ranking.query_transform(raw), page=page, per_page=per_page, exclude_id=query.id,
+            require=ask.with_ids, forbid=ask.without_ids, max_distance=ask.max_distance,
         )
         ids = [int(i) for i in result.ids]
         summaries = self._repository.summaries(ids, snapshot.detector, DISPLAY_THRESHOLD)
@@ -145,12 +159,66 @@ class Queries:
                     classes=[class_name(c) for c in summary.class_ids],
                     shared_classes=[class_name(c) for c in summary.class_ids if c in wanted],
                     contributions=contributions, why=why(contributions),
+                    similarity=float(similarity_of(distance)), phash=summary.phash,
                 )
             )
         return SimilarPage(
             query=query.name, query_sha256=query.sha256, query_classes=[class_name(c) for c in query_classes],
-            detector=snapshot.detector, page=page, per_page=per_page, total=result.total, results=results,
+            detector=snapshot.detector, page=page, per_page=per_page, total=result.total, results=results, ask=ask,
         )
+
+    # -- by object names --------------------------------------------------------------------
+    def search(self, text: str, page: int = 1, per_page: int = 30, collapse: bool = False) -> SearchPage:
+        """Photos showing the classes ``text`` names (``-name`` excludes), most confident first.
+
+        Confidence and order are defined in ``classtable.py``; ``total`` counts every match.
+        """
+        check_page(page, per_page)
+        required, excluded = parse_search(text)
+        with database_errors():
+            snapshot = self._collection.current()
+            hits = snapshot.classes.search(required, excluded, page, per_page, _calibrate, snapshot.index.ids)
+            ids = [int(i) for i in hits.ids]
+            summaries = self._repository.summaries(ids, snapshot.detector, DISPLAY_THRESHOLD)
+        results = [
+            FoundImage(
+                id=i, name=summaries[i].name, sha256=summaries[i].sha256,
+                classes=[class_name(c) for c in summaries[i].class_ids], confidence=float(confidence),
+                scores={class_name(c): round(float(v), 4) for c, v in zip(required, row)}, phash=summaries[i].phash,
+            )
+            for i, confidence, row in zip(ids, hits.confidence, hits.scores)
+            if i in summaries  # deleted since the snapshot was taken
+        ]
+        if collapse:
+            results = _fold(results)
+        return SearchPage(
+            query=text, with_classes=[class_name(c) for c in required], without_classes=[class_name(c) for c in excluded],
+            detector=snapshot.detector, page=page, per_page=per_page, total=hits.total, results=results, collapse=collapse,
+        )
+
+    def classes(self) -> list[ClassCount]:
+        """Every class with how many indexed images show it, most frequent first."""
+        with database_errors():
+            counts = self._collection.current().classes.counts()
+        found = [ClassCount(c, CLASS_NAMES[c], int(counts[c])) for c in range(1, len(CLASS_NAMES))]
+        return sorted(found, key=lambda c: (-c.images, c.class_id))
+
+
+def _calibrate(scores: np.ndarray) -> np.ndarray:
+    """Calibrated presence probabilities of best box scores (columns are classes; no BG slot)."""
+    padded = np.zeros((scores.shape[0], scores.shape[1] + 1), dtype=np.float64)
+    padded[:, 1:] = scores
+    return presence_probability(padded)[:, 1:]
+
+
+def _fold(results: list) -> list:
+    """Near-identical results of one page folded into the best-ranked one (see neardup.fold)."""
+    groups = fold([r.phash for r in results])
+    return [replace(results[g[0]], near_duplicates=[results[i] for i in g[1:]]) for g in groups]
+
+
+def _collapsed(page: SimilarPage) -> SimilarPage:
+    return replace(page, results=_fold(page.results), collapse=True)
 
 
 def check_page(page: object, per_page: object) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from ..classes import class_name
 from ..detection import Detections
 from ..explain import ClassContribution
+from ..objects import NO_ASK, Ask
 from ..storage import DetectionRecord, ImageRecord
 
 # Detections at or above this score are the classes shown for an image (chips, boxes) and the
@@ -95,6 +96,9 @@ class SimilarImage:
     shared_classes: list[str]  # the subset also detected in the query: why it matched
     contributions: list[ClassContribution]  # classes that made up most of the similarity score
     why: str  # one line summarising ``contributions``
+    similarity: float = 0.0  # 1 - distance²/2: the Ochiai similarity of the default ranking
+    near_duplicates: list[SimilarImage] = field(default_factory=list)  # folded into this one (collapse)
+    phash: int | None = None  # perceptual hash (neardup.py), None until computed
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,44 @@ class SimilarPage:
     detector: str
     page: int
     per_page: int
-    total: int  # images the query ranks (all indexed ones except itself)
-    results: list[SimilarImage]
+    total: int  # images the query ranks (all indexed ones except itself that pass the constraints)
+    results: list[SimilarImage]  # with collapse: group leaders only, the others in their near_duplicates
+    ask: Ask = NO_ASK
+    collapse: bool = False
+
+
+@dataclass(frozen=True)
+class FoundImage:
+    """A match of a search by object names."""
+
+    id: int
+    name: str
+    sha256: str
+    classes: list[str]
+    confidence: float  # probability that every asked class is present (see classtable.py)
+    scores: dict[str, float]  # best box score of each asked class
+    near_duplicates: list[FoundImage] = field(default_factory=list)
+    phash: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    query: str
+    with_classes: list[str]
+    without_classes: list[str]
+    detector: str
+    page: int
+    per_page: int
+    total: int  # every match, whatever the page
+    results: list[FoundImage]
+    collapse: bool = False
+
+
+@dataclass(frozen=True)
+class ClassCount:
+    class_id: int
+    name: str
+    images: int  # images that show the class (the chips' rule)
 
 
 @dataclass(frozen=True)

@@ -213,3 +213,33 @@ def read_labels(engine: Engine, detector: str, min_score: float) -> tuple[np.nda
     # Class 63's bit is the sign bit of a signed 64-bit sum: reinterpret, do not convert.
     masks = np.array(table[:, 1:].tolist(), dtype=np.int64).view(np.uint64).reshape(-1, 2)
     return ids, masks
+
+
+def read_class_scores(engine: Engine, detector: str, min_score: float,
+                      ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image ids int64, class ids int64, best score float32): one row per class an image shows.
+
+    "Shows" is ``read_labels``' rule (a box of the class at ``min_score`` or more); the score
+    is the best such box's. All images, or only ``ids``.
+    """
+    marker = "%s" if engine.dialect.name == "postgresql" else "?"
+    where = f"detector = {marker} AND score >= {marker}"
+    chunks: list[list[int] | None] = [None] if ids is None else [ids[i : i + 900] for i in range(0, len(ids), 900)]
+    rows: list[tuple] = []
+    with engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            for chunk in chunks:
+                extra = "" if chunk is None else f" AND image_id IN ({', '.join([marker] * len(chunk))})"
+                cursor.execute(
+                    f"SELECT image_id, class_id, MAX(score) FROM detections WHERE {where}{extra} GROUP BY image_id, class_id",
+                    (detector, float(min_score), *(chunk or ())),
+                )
+                rows.extend(cursor.fetchall())
+        finally:
+            cursor.close()
+        conn.rollback()
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    table = np.array(rows, dtype=np.float64)
+    return table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2].astype(np.float32)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -15,6 +15,7 @@ class NewImage:
     format: str
     mime: str
     size_bytes: int
+    phash: int | None = field(default=None, kw_only=True)  # perceptual hash; None until computed
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ImageSummary:
     name: str
     sha256: str
     class_ids: tuple[int, ...]  # sorted, distinct, above the caller's score threshold
+    phash: int | None = None  # perceptual hash, None until computed
 
 
 class WriteConflict(Exception):

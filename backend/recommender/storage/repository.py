@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, select
+from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..classes import NUM_CLASSES
@@ -220,6 +220,19 @@ class Repository:
         """``vectors`` read in bulk (a binary stream, no Python object per row): for loading an index."""
         return bulk.read_vectors(self.engine, detector)
 
+    def shown_classes(self, detector: str, min_score: float, ids: Sequence[int] | None = None):
+        """(image ids, class ids, best box scores) of every class shown at ``min_score``: all images, or ``ids``."""
+        return bulk.read_class_scores(self.engine, detector, min_score, None if ids is None else [int(i) for i in ids])
+
+    def missing_hashes(self) -> list[ImageRecord]:
+        """Images without a perceptual hash yet (stored before migration 0003), oldest first."""
+        with self._reading() as conn:
+            return [_record(r) for r in conn.execute(select(images_t).where(images_t.c.phash.is_(None)).order_by(images_t.c.id))]
+
+    def set_hash(self, image_id: int, phash: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(images_t).where(images_t.c.id == int(image_id)).values(phash=int(phash)))
+
     def all_labels(self, ids: np.ndarray, detector: str, min_score: float) -> np.ndarray:
         """uint64[len(ids), 2]: the class bits (see ``bulk.read_labels``) of each of ``ids``, in order."""
         found_ids, masks = bulk.read_labels(self.engine, detector, min_score)
@@ -258,19 +271,19 @@ class Repository:
         join = images_t.outerjoin(
             detections_t, and_(d.image_id == images_t.c.id, d.detector == detector, d.score >= min_score)
         )
-        rows: dict[int, tuple[str, str, set[int]]] = {}
+        rows: dict[int, tuple[str, str, int | None, set[int]]] = {}
         with self._reading() as conn:
             for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
                 query = (
-                    select(images_t.c.id, images_t.c.name, images_t.c.sha256, d.class_id)
+                    select(images_t.c.id, images_t.c.name, images_t.c.sha256, images_t.c.phash, d.class_id)
                     .select_from(join)
                     .where(images_t.c.id.in_(chunk))
                 )
-                for image_id, name, sha, class_id in conn.execute(query):
-                    classes = rows.setdefault(int(image_id), (name, sha, set()))[2]
+                for image_id, name, sha, phash, class_id in conn.execute(query):
+                    classes = rows.setdefault(int(image_id), (name, sha, phash, set()))[3]
                     if class_id is not None:
                         classes.add(int(class_id))
-        return {i: ImageSummary(i, name, sha, tuple(sorted(c))) for i, (name, sha, c) in rows.items()}
+        return {i: ImageSummary(i, name, sha, tuple(sorted(c)), h) for i, (name, sha, h, c) in rows.items()}
 
     def random_ids(self, n: int, rng: _random.Random | None = None) -> list[int]:
         """Up to ``n`` distinct image ids, uniformly at random, without sorting the whole table."""
@@ -353,4 +366,5 @@ def _record(row: Row) -> ImageRecord:
     return ImageRecord(
         id=int(row.id), name=row.name, sha256=row.sha256, width=int(row.width), height=int(row.height),
         format=row.format, mime=row.mime, size_bytes=int(row.size_bytes), created_at=created,
+        phash=None if row.phash is None else int(row.phash),
     )

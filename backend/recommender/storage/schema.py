@@ -78,6 +78,8 @@ images = Table(
     Column("mime", String(64), nullable=False),
     Column("size_bytes", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Perceptual hash (neardup.py), signed 64-bit; NULL until computed (migration 0003).
+    Column("phash", BigInteger, nullable=True),
     # AUTOINCREMENT: SQLite would otherwise hand the highest id out again after a delete, and
     # an id names one image forever (the change feed and every index refer to images by id).
     sqlite_autoincrement=True,

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from .. import shapes
 from ..config import Settings
 from ..service import ImageFile, Recommender, ServiceError
+from .asking import ask_from_request, collapse_from_request
 from .errors import ApiError
 from .limits import UploadGate
 from .loading import ServiceLoader
@@ -100,9 +101,10 @@ def upload_file() -> tuple[Response, int, dict[str, str]]:
     if upload is None:
         raise ApiError(400, "missing_file", f"Send the photo as multipart/form-data in the field '{UPLOAD_FIELD}'.")
     data = upload.read()
+    ask, collapse = ask_from_request(), collapse_from_request()  # checked before anything is stored
     with context.uploads.admit():
         result = service.ingest.upload(data, name_hint=upload.filename or None)
-    similar = service.queries.similar(result.image.name, 1, context.settings.page_size)
+    similar = service.queries.similar(result.image.name, 1, context.settings.page_size, ask, collapse)
     body = shapes.upload_json(result, similar, _root())
     return jsonify(body), (200 if result.duplicate else 201), {"Location": body["url"]}
 
@@ -112,7 +114,8 @@ def get_similar(name: str) -> Response:
     context = _context()
     page = _int_arg("page", 1)
     per_page = _int_arg("per_page", context.settings.page_size)
-    return _no_store(jsonify(shapes.similar_json(context.loader.get().queries.similar(name, page, per_page), _root())))
+    found = context.loader.get().queries.similar(name, page, per_page, ask_from_request(), collapse_from_request())
+    return _no_store(jsonify(shapes.similar_json(found, _root())))
 
 
 @bp.get("/random")

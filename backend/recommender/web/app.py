@@ -12,6 +12,7 @@ from ..config import Settings
 from ..service import Recommender
 from .api import WebContext
 from .api import bp as api_blueprint
+from .asking import bp as asking_blueprint
 from .errors import register_error_handlers
 from .frontend import frontend_blueprint, resolve_frontend_dir
 from .limits import UploadGate
@@ -56,6 +57,7 @@ def create_app(
 
     register_error_handlers(app)
     app.register_blueprint(api_blueprint)
+    app.register_blueprint(asking_blueprint)
     app.register_blueprint(frontend_blueprint(resolve_frontend_dir(frontend_dir or settings.frontend_dir)))
 
     @app.after_request

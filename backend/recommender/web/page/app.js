@@ -1,5 +1,6 @@
 // Discovery page: plain JavaScript against the JSON API, no build step.
-// State lives in the URL (/?q=<name>) so a query can be shared and the back button works.
+// State lives in the URL (/?q=<name>&with=dog&without=person, /?search=dog -person) so a view can
+// be shared and the back button works.
 "use strict";
 
 (() => {
@@ -39,6 +40,21 @@
     dropOverlay: el("drop-overlay"),
     main: el("main"),
     homeLink: el("home-link"),
+    searchForm: el("search-form"),
+    searchInput: el("search-input"),
+    suggestions: el("suggestions"),
+    searchView: el("search-view"),
+    searchTitle: el("search-title"),
+    searchCount: el("search-count"),
+    searchResults: el("search-results"),
+    searchEmpty: el("search-empty"),
+    searchMore: el("search-more"),
+    browseHead: el("browse-head"),
+    classBrowser: el("class-browser"),
+    filters: el("filters"),
+    filtersText: el("filters-text"),
+    filtersClear: el("filters-clear"),
+    collapseToggle: el("collapse-toggle"),
   };
 
   const state = {
@@ -50,6 +66,15 @@
     uploading: false,
     maxUploadBytes: DEFAULT_MAX_UPLOAD,
     generation: 0,      // bumps on every navigation so late answers of an old query are dropped
+    with: [],           // classes every result must show (chips clicked once)
+    without: [],        // classes no result may show (chips clicked twice)
+    collapse: true,     // fold near-identical photos of a page into the best-ranked one
+    loaded: 0,          // results loaded so far, folded ones included
+    search: null,       // the object-name search shown, if any
+    searchPage: 0,
+    searchLoaded: 0,
+    searchTotal: 0,
+    classes: [],        // [{class, images}] from /classes, for autocomplete and browsing
   };
 
   // ---------------------------------------------------------------- API
@@ -155,13 +180,17 @@
   function show(view) {
     ui.homeView.hidden = view !== "home";
     ui.queryView.hidden = view !== "query";
+    ui.searchView.hidden = view !== "search";
   }
 
   async function showHome() {
     state.generation += 1;
     state.query = null;
+    state.search = null;
+    ui.searchInput.value = "";
     document.title = "Discover similar photos";
     show("home");
+    loadClasses();
     await loadHomeGrid();
   }
 
@@ -185,30 +214,19 @@
 
   function renderHomeGrid(images) {
     const template = el("tile-template");
-    const items = images.map((image) => {
-      const node = template.content.firstElementChild.cloneNode(true);
-      const link = node.querySelector("a");
-      link.href = `/?q=${enc(image.name)}`;
-      link.dataset.name = image.name;
-      const img = node.querySelector("img");
-      img.src = image.thumb_url || thumbUrl(image.name);
-      img.alt = image.classes && image.classes.length ? `Photo with ${listSentence(image.classes)}` : `Photo ${image.name}`;
-      return node;
-    });
+    const items = images.map((image) => linkTo(template.content.firstElementChild.cloneNode(true), image));
     ui.homeGrid.replaceChildren(...items);
   }
 
-  async function showQuery(name, { upload = null } = {}) {
+  async function showQuery(name, { upload = null, withs = [], withouts = [] } = {}) {
     state.generation += 1;
     const generation = state.generation;
     state.query = name;
-    state.page = 0;
-    state.total = 0;
+    state.search = null;
+    state.with = [...withs];
+    state.without = [...withouts];
     show("query");
-    ui.results.replaceChildren();
-    ui.resultsEmpty.hidden = true;
-    ui.more.hidden = true;
-    ui.similarCount.textContent = "";
+    clearResults();
     ui.objects.replaceChildren();
     ui.boxes.replaceChildren();
     ui.noObjects.hidden = true;
@@ -229,6 +247,7 @@
       if (generation !== state.generation) return;
       renderDetections(detections);
       appendResults(similar);
+      renderFilters();
       ui.queryView.querySelector("h1").focus({ preventScroll: true });
     } catch (err) {
       if (generation !== state.generation) return;
@@ -247,7 +266,88 @@
   }
 
   function fetchSimilar(name, page) {
-    return api(`/get_similar/${enc(name)}?page=${page}&per_page=${state.perPage}`);
+    const params = new URLSearchParams({ page, per_page: state.perPage, collapse: state.collapse ? 1 : 0 });
+    if (state.with.length) params.set("with", state.with.join(","));
+    if (state.without.length) params.set("without", state.without.join(","));
+    return api(`/get_similar/${enc(name)}?${params}`);
+  }
+
+  function clearList(list, more, empty, count) {
+    list.replaceChildren();
+    more.hidden = true;
+    empty.hidden = true;
+    count.textContent = "";
+  }
+
+  function clearResults() {
+    state.page = 0;
+    state.total = 0;
+    state.loaded = 0;
+    clearList(ui.results, ui.more, ui.resultsEmpty, ui.similarCount);
+  }
+
+  // ---------------------------------------------------------------- filters on the query's objects
+
+  const FILTER_LABELS = { with: "must have", without: "must not have" };
+
+  function filterOf(name) {
+    if (state.with.includes(name)) return "with";
+    if (state.without.includes(name)) return "without";
+    return "any";
+  }
+
+  // A click on an object cycles it: any → must have → must not have → any.
+  function cycleFilter(name) {
+    const next = { any: "with", with: "without", without: "any" }[filterOf(name)];
+    state.with = state.with.filter((c) => c !== name);
+    state.without = state.without.filter((c) => c !== name);
+    if (next === "with") state.with.push(name);
+    if (next === "without") state.without.push(name);
+    applyFilters();
+  }
+
+  function applyFilters() {
+    history.replaceState({ q: state.query }, "", queryUrl(state.query));
+    renderFilters();
+    reloadResults();
+  }
+
+  function renderFilters() {
+    for (const li of ui.objects.children) {
+      const filter = filterOf(li.dataset.class);
+      li.dataset.filter = filter;
+      li.setAttribute("aria-pressed", filter === "any" ? "false" : "true");
+      li.querySelector(".object-filter").textContent = FILTER_LABELS[filter] || "";
+    }
+    const parts = [];
+    if (state.with.length) parts.push(`Must have ${listSentence(state.with)}`);
+    if (state.without.length) parts.push(`must not have ${listSentence(state.without)}`);
+    ui.filters.hidden = parts.length === 0;
+    ui.filtersText.textContent = parts.length ? `${parts.join("; ")}.` : "";
+  }
+
+  function queryUrl(name) {
+    const params = new URLSearchParams({ q: name });
+    if (state.with.length) params.set("with", state.with.join(","));
+    if (state.without.length) params.set("without", state.without.join(","));
+    if (!state.collapse) params.set("collapse", "0");
+    return `/?${params}`;
+  }
+
+  async function reloadResults() {
+    state.generation += 1;
+    const generation = state.generation;
+    clearResults();
+    setBusy(true);
+    try {
+      const page = await fetchSimilar(state.query, 1);
+      if (generation !== state.generation) return;
+      appendResults(page);
+    } catch (err) {
+      if (generation === state.generation) notify(err.message, "error");
+    } finally {
+      if (generation === state.generation) setBusy(false);
+    }
   }
 
   function renderDetections(data) {
@@ -310,7 +410,17 @@
       const score = document.createElement("span");
       score.className = "object-score";
       score.textContent = percent(best);
-      li.append(swatch, label, score);
+      const filter = document.createElement("span");
+      filter.className = "object-filter";
+      li.append(swatch, label, filter, score);
+      li.setAttribute("role", "button");
+      li.title = "Click: results must have it; again: must not have it; again: any";
+      li.addEventListener("click", () => cycleFilter(name));
+      li.addEventListener("keydown", (event) => {
+        if (event.key !== "Enter" && event.key !== " ") return;
+        event.preventDefault();
+        cycleFilter(name);
+      });
       const highlight = (on) => {
         for (const box of ui.boxes.children) {
           box.classList.toggle("dim", on && box.dataset.class !== name);
@@ -326,37 +436,80 @@
     ui.objects.replaceChildren(...items);
   }
 
+  // A tile or card's link and thumbnail for one photo.
+  function linkTo(node, image) {
+    const link = node.querySelector("a");
+    link.href = `/?q=${enc(image.name)}`;
+    link.dataset.name = image.name;
+    const img = node.querySelector("img");
+    img.src = image.thumb_url || thumbUrl(image.name);
+    img.alt = image.classes && image.classes.length ? `Photo with ${listSentence(image.classes)}` : `Photo ${image.name}`;
+    return node;
+  }
+
+  function makeCard(result, highlighted, why) {
+    const node = linkTo(el("result-template").content.firstElementChild.cloneNode(true), result);
+    const chips = node.querySelector(".chips");
+    const shared = new Set(highlighted);
+    const ordered = [...highlighted, ...(result.classes || []).filter((c) => !shared.has(c))];
+    for (const cls of ordered.slice(0, 6)) {
+      const chip = document.createElement("span");
+      chip.className = shared.has(cls) ? "chip chip-shared" : "chip";
+      if (shared.has(cls)) chip.style.setProperty("--hue", hue(cls));
+      chip.textContent = cls;
+      chips.append(chip);
+    }
+    node.querySelector(".why").textContent = why;
+    return node;
+  }
+
+  // A card whose near-identical photos were folded into it gets a button that shows them.
+  function withFolded(node, folded, render) {
+    if (!folded || !folded.length) return [node];
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "fold-button";
+    const label = `+${folded.length} near-identical`;
+    button.textContent = label;
+    button.setAttribute("aria-expanded", "false");
+    let shown = null;
+    button.addEventListener("click", () => {
+      if (!shown) {
+        shown = folded.map((r) => {
+          const card = render(r);
+          card.classList.add("folded");
+          return card;
+        });
+        node.after(...shown);
+      } else {
+        for (const card of shown) card.hidden = !card.hidden;
+      }
+      const open = !shown[0].hidden;
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      button.textContent = open ? `Hide ${folded.length} near-identical` : label;
+    });
+    node.append(button);
+    return [node];
+  }
+
+  const similarCard = (result) => makeCard(result, result.shared_classes || [], whyLine(result));
+
   function appendResults(page) {
     state.page = page.page;
     state.perPage = page.per_page;
     state.total = page.total;
-    const template = el("result-template");
-    const cards = page.results.map((result) => {
-      const node = template.content.firstElementChild.cloneNode(true);
-      const link = node.querySelector("a");
-      link.href = `/?q=${enc(result.name)}`;
-      link.dataset.name = result.name;
-      const img = node.querySelector("img");
-      img.src = result.thumb_url || thumbUrl(result.name);
-      img.alt = result.classes && result.classes.length ? `Photo with ${listSentence(result.classes)}` : `Photo ${result.name}`;
-      const chips = node.querySelector(".chips");
-      const shared = new Set(result.shared_classes || []);
-      const ordered = [...(result.shared_classes || []), ...(result.classes || []).filter((c) => !shared.has(c))];
-      for (const cls of ordered.slice(0, 6)) {
-        const chip = document.createElement("span");
-        chip.className = shared.has(cls) ? "chip chip-shared" : "chip";
-        if (shared.has(cls)) chip.style.setProperty("--hue", hue(cls));
-        chip.textContent = cls;
-        chips.append(chip);
-      }
-      node.querySelector(".why").textContent = whyLine(result);
-      return node;
-    });
+    if (page.constraints) {  // the server's spelling of the classes ("dogs" -> "dog")
+      state.with = page.constraints.with;
+      state.without = page.constraints.without;
+    }
+    const cards = page.results.flatMap((result) => withFolded(similarCard(result), result.near_duplicates, similarCard));
     ui.results.append(...cards);
-    const shown = ui.results.children.length;
+    state.loaded += page.results.reduce((n, r) => n + 1 + (r.near_duplicates || []).length, 0);
     ui.resultsEmpty.hidden = state.total > 0;
-    ui.similarCount.textContent = state.total ? `${shown} of ${state.total}` : "";
-    ui.more.hidden = shown >= state.total || page.results.length === 0;
+    ui.resultsEmpty.textContent = state.with.length || state.without.length
+      ? "No other photo passes these filters." : "No other photos in the collection yet.";
+    ui.similarCount.textContent = state.total ? `${state.loaded} of ${state.total}` : "";
+    ui.more.hidden = state.loaded >= state.total || page.results.length === 0;
   }
 
   // The server's line weighs each shared class by its share of the similarity score.
@@ -391,8 +544,10 @@
   // ---------------------------------------------------------------- navigation
 
   function navigate(name) {
-    if (name === state.query) return;
-    history.pushState({ q: name }, "", `/?q=${enc(name)}`);
+    if (name === state.query && !state.with.length && !state.without.length) return;
+    state.with = [];
+    state.without = [];
+    history.pushState({ q: name }, "", queryUrl(name));
     clearNotice();
     showQuery(name);
   }
@@ -411,17 +566,25 @@
     showHome();
   }
 
+  const splitNames = (value) => (value || "").split(",").map((c) => c.trim()).filter(Boolean);
+
   function route() {
-    const name = new URLSearchParams(location.search).get("q");
-    if (name) showQuery(name);
+    const params = new URLSearchParams(location.search);
+    state.collapse = params.get("collapse") !== "0";
+    ui.collapseToggle.checked = state.collapse;
+    const name = params.get("q");
+    const search = params.get("search");
+    if (name) showQuery(name, { withs: splitNames(params.get("with")), withouts: splitNames(params.get("without")) });
+    else if (search) showSearch(search);
     else showHome();
   }
 
   function onLinkClick(event) {
-    const link = event.target.closest("a[data-name]");
+    const link = event.target.closest("a[data-name], a[data-search]");
     if (!link || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
     event.preventDefault();
-    navigate(link.dataset.name);
+    if (link.dataset.search) navigateSearch(link.dataset.search);
+    else navigate(link.dataset.name);
   }
 
   async function openRandom() {
@@ -450,12 +613,15 @@
     }
     const form = new FormData();
     form.append("file_to_upload", file, file.name);
+    form.append("collapse", state.collapse ? "1" : "0");
     setUploading(true);
     notify(`Looking for objects in “${file.name}”…`, "info", { sticky: true });
     try {
       const data = await api("/upload_file", { method: "POST", body: form });
       if (data.duplicate) notify("This photo is already in the collection; here it is.", "info");
       else clearNotice();
+      state.with = [];
+      state.without = [];
       rememberQuery(data.name);
       await showQuery(data.name, { upload: data });
     } catch (err) {
@@ -493,6 +659,205 @@
       const [file] = event.dataTransfer.files;
       if (event.dataTransfer.files.length > 1) notify("Several files were dropped; only the first one is used.", "info");
       uploadFile(file);
+    });
+  }
+
+  // ---------------------------------------------------------------- search by object names
+
+  const searchUrl = (text) => `/?${new URLSearchParams(state.collapse ? { search: text } : { search: text, collapse: "0" })}`;
+
+  function navigateSearch(text) {
+    const query = text.trim();
+    if (!query) return;
+    history.pushState({ search: query }, "", searchUrl(query));
+    clearNotice();
+    showSearch(query);
+  }
+
+  function showSearch(text) {
+    state.query = null;
+    state.search = text;
+    ui.searchInput.value = text;
+    ui.searchTitle.textContent = `Photos with ${text}`;
+    document.title = `${text} · Discover`;
+    show("search");
+    window.scrollTo({ top: 0 });
+    return loadSearchPage(true);
+  }
+
+  async function loadSearchPage(first) {
+    if (first) {
+      state.generation += 1;
+      state.searchPage = 0;
+      state.searchLoaded = 0;
+      clearList(ui.searchResults, ui.searchMore, ui.searchEmpty, ui.searchCount);
+    }
+    const generation = state.generation;
+    const params = new URLSearchParams({ q: state.search, page: state.searchPage + 1, per_page: state.perPage,
+      collapse: state.collapse ? 1 : 0 });
+    setBusy(true);
+    ui.searchMore.disabled = true;
+    try {
+      const page = await api(`/search?${params}`);
+      if (generation !== state.generation) return;
+      renderSearchPage(page);
+    } catch (err) {
+      if (generation !== state.generation) return;
+      notify(err.message, "error");
+      if (first) {
+        ui.searchEmpty.hidden = false;
+        ui.searchEmpty.textContent = err.message;
+      }
+    } finally {
+      ui.searchMore.disabled = false;
+      if (generation === state.generation) setBusy(false);
+    }
+  }
+
+  function renderSearchPage(page) {
+    const named = [...page.with.map((c) => c), ...page.without.map((c) => `no ${c}`)];
+    ui.searchTitle.textContent = page.with.length
+      ? `Photos with ${listSentence(page.with)}${page.without.length ? `, without ${listSentence(page.without)}` : ""}`
+      : `Photos without ${listSentence(page.without)}`;
+    classHues.clear();
+    for (const c of page.with) hue(c);
+    const render = (r) => {
+      const scores = Object.entries(r.scores || {}).map(([c, v]) => `${c} ${percent(v)}`).join(" · ");
+      const why = page.with.length ? `${scores} · ${percent(r.confidence)} sure of all` : named.join(", ");
+      return makeCard(r, page.with, why);
+    };
+    ui.searchResults.append(...page.results.flatMap((r) => withFolded(render(r), r.near_duplicates, render)));
+    state.searchPage = page.page;
+    state.searchTotal = page.total;
+    state.searchLoaded += page.results.reduce((n, r) => n + 1 + (r.near_duplicates || []).length, 0);
+    ui.searchEmpty.hidden = page.total > 0;
+    ui.searchEmpty.textContent = "No photo in the collection matches.";
+    ui.searchCount.textContent = page.total ? `${state.searchLoaded} of ${page.total}` : "";
+    ui.searchMore.hidden = state.searchLoaded >= page.total || page.results.length === 0;
+  }
+
+  // ---------------------------------------------------------------- class names: browse and autocomplete
+
+  async function loadClasses() {
+    try {
+      const data = await api("/classes");
+      state.classes = data.classes || [];
+    } catch (err) {
+      return;  // browsing is an extra: the page works without it
+    }
+    if (document.activeElement === ui.searchInput) suggest();
+    const present = state.classes.filter((c) => c.images > 0);
+    ui.browseHead.hidden = present.length === 0;
+    ui.classBrowser.replaceChildren(...present.map((c) => {
+      const li = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = searchUrl(c.class);
+      link.dataset.search = c.class;
+      link.className = "class-count";
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = c.images;
+      link.append(c.class, " ", count);
+      li.append(link);
+      return li;
+    }));
+  }
+
+  // The name being typed: the last one to three words before the caret, without a leading "-".
+  function typedName(value) {
+    if (!value || /\s$/.test(value)) return null;
+    const words = value.split(/\s+/);
+    for (let n = Math.min(3, words.length); n >= 1; n -= 1) {
+      const span = words.slice(-n);
+      if (n > 1 && span.slice(1).some((w) => w.startsWith("-"))) continue;
+      const negative = span[0].startsWith("-");
+      const text = span.join(" ").replace(/^-/, "").toLowerCase();
+      if (!text) continue;
+      const names = classNames().filter((c) => c.startsWith(text));
+      if (names.length || n === 1) {
+        const before = words.slice(0, words.length - n).join(" ");
+        return { before: before ? `${before} ` : "", negative, text, names };
+      }
+    }
+    return null;
+  }
+
+  function classNames() {
+    return state.classes.map((c) => c.class);
+  }
+
+  function suggest() {
+    const typed = typedName(ui.searchInput.value);
+    let names = typed ? typed.names : [];
+    if (typed && names.length < 8) names = names.concat(classNames().filter((c) => c.includes(typed.text) && !names.includes(c)));
+    names = names.slice(0, 8);
+    const counts = new Map(state.classes.map((c) => [c.class, c.images]));
+    ui.suggestions.replaceChildren(...names.map((name, i) => {
+      const li = document.createElement("li");
+      li.id = `suggestion-${i}`;
+      li.setAttribute("role", "option");
+      li.dataset.class = name;
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = `${counts.get(name) || 0} photos`;
+      li.append(name, count);
+      li.addEventListener("mousedown", (event) => {
+        event.preventDefault();  // keep the focus in the box
+        pickSuggestion(name);
+      });
+      return li;
+    }));
+    const open = names.length > 0;
+    ui.suggestions.hidden = !open;
+    ui.searchInput.setAttribute("aria-expanded", open ? "true" : "false");
+    ui.searchInput.removeAttribute("aria-activedescendant");
+  }
+
+  function closeSuggestions() {
+    ui.suggestions.hidden = true;
+    ui.searchInput.setAttribute("aria-expanded", "false");
+    ui.searchInput.removeAttribute("aria-activedescendant");
+  }
+
+  function pickSuggestion(name) {
+    const typed = typedName(ui.searchInput.value);
+    const before = typed ? typed.before : ui.searchInput.value;
+    ui.searchInput.value = `${before}${typed && typed.negative ? "-" : ""}${name} `;
+    ui.searchInput.focus();
+    closeSuggestions();
+  }
+
+  function moveSuggestion(step) {
+    const items = [...ui.suggestions.children];
+    if (!items.length || ui.suggestions.hidden) return;
+    const current = items.findIndex((li) => li.getAttribute("aria-selected") === "true");
+    const next = (current + step + items.length) % items.length;
+    items.forEach((li, i) => li.setAttribute("aria-selected", i === next ? "true" : "false"));
+    ui.searchInput.setAttribute("aria-activedescendant", items[next].id);
+  }
+
+  function setUpSearchBox() {
+    ui.searchInput.addEventListener("input", suggest);
+    ui.searchInput.addEventListener("focus", () => { if (!state.classes.length) loadClasses(); });
+    ui.searchInput.addEventListener("blur", closeSuggestions);
+    ui.searchInput.addEventListener("keydown", (event) => {
+      if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        moveSuggestion(event.key === "ArrowDown" ? 1 : -1);
+      } else if (event.key === "Escape") {
+        closeSuggestions();
+      } else if (event.key === "Enter") {
+        const active = ui.suggestions.querySelector("[aria-selected='true']");
+        if (active && !ui.suggestions.hidden) {
+          event.preventDefault();
+          pickSuggestion(active.dataset.class);
+        }
+      }
+    });
+    ui.searchForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      closeSuggestions();
+      navigateSearch(ui.searchInput.value);
     });
   }
 
@@ -545,6 +910,21 @@
     ui.dropzone.addEventListener("click", () => ui.fileInput.click());
     ui.fileInput.addEventListener("change", () => uploadFile(ui.fileInput.files[0]));
     ui.more.addEventListener("click", loadMore);
+    ui.searchMore.addEventListener("click", () => loadSearchPage(false));
+    ui.filtersClear.addEventListener("click", () => {
+      state.with = [];
+      state.without = [];
+      applyFilters();
+    });
+    ui.collapseToggle.addEventListener("change", () => {
+      state.collapse = ui.collapseToggle.checked;
+      if (state.query) applyFilters();
+      else if (state.search) {
+        history.replaceState({}, "", searchUrl(state.search));
+        loadSearchPage(true);
+      }
+    });
+    setUpSearchBox();
     ui.noticeClose.addEventListener("click", clearNotice);
     ui.showBoxes.addEventListener("change", () => { ui.boxes.hidden = !ui.showBoxes.checked; });
     ui.homeLink.addEventListener("click", (event) => {
@@ -567,6 +947,7 @@
       await waitUntilReady();
     }
     route();
+    if (!state.classes.length) loadClasses();  // names and counts for the search box's suggestions
   }
 
   start();
