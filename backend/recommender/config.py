@@ -42,6 +42,19 @@ def _int(env: dict[str, str], key: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _seconds(env: dict[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{key} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _path(raw: str | None) -> Path | None:
     return Path(raw) if raw else None
 
@@ -69,6 +82,7 @@ class Settings:
     index: str = "exact"
     broker_url: str | None = None
     worker_concurrency: int = _default_detect_threads()
+    db_timeout: float = 5.0  # seconds one database round trip may take before it counts as an outage
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -80,6 +94,8 @@ class Settings:
         for name in ("detect_threads", "web_workers", "worker_concurrency", "max_upload_mb"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if not self.db_timeout > 0:
+            raise SettingsError(f"DB_TIMEOUT must be a positive number of seconds, got {self.db_timeout}")
 
     @property
     def resolved_database_url(self) -> str:
@@ -133,6 +149,7 @@ class Settings:
             index=env.get("INDEX") or "exact",
             broker_url=env.get("BROKER_URL") or None,
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", _default_detect_threads()),
+            db_timeout=_seconds(env, "DB_TIMEOUT", 5.0),
         )
 
 

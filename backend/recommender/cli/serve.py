@@ -84,12 +84,13 @@ def serve(
         raise click.ClickException(str(exc)) from None
     _check_database(settings)
 
-    # Half the threads may hold uploads; the rest stay free for pages, thumbnails and searches.
-    upload_slots = max(1, threads // 2)
+    # Half the threads may hold uploads and a quarter more may wait for them; the rest stay free
+    # for pages, thumbnails and searches.
+    upload_slots, upload_queue = max(1, threads // 2), max(1, threads // 4)
 
     def factory() -> Any:
         configure_logging()
-        return create_app(settings, frontend_dir=page_dir, upload_slots=upload_slots)
+        return create_app(settings, frontend_dir=page_dir, upload_slots=upload_slots, upload_queue=upload_queue)
 
     _Gunicorn(factory, _gunicorn_options(settings, threads, access_log)).run()
     sys.exit(0)

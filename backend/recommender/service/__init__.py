@@ -12,7 +12,16 @@ from ..storage import Repository
 from .admin import Admin
 from .collection import LiveCollection
 from .detectors import Detectors
-from .errors import Busy, DetectorUnavailable, InvalidRequest, NotFound, ServiceError, Unavailable, first_line
+from .errors import (
+    Busy,
+    DetectorUnavailable,
+    InvalidRequest,
+    NotFound,
+    ServiceError,
+    StorageFull,
+    Unavailable,
+    first_line,
+)
 from .ingest import Ingest
 from .pipeline import find_image_files
 from .queries import Queries
@@ -76,6 +85,7 @@ __all__ = [
     "ServiceError",
     "SimilarImage",
     "SimilarPage",
+    "StorageFull",
     "Unavailable",
     "find_image_files",
     "first_line",

@@ -14,6 +14,7 @@ from .api import WebContext
 from .api import bp as api_blueprint
 from .errors import register_error_handlers
 from .frontend import frontend_blueprint, resolve_frontend_dir
+from .health import HealthProbe
 from .limits import UploadGate
 from .loading import ServiceLoader
 
@@ -37,6 +38,8 @@ def create_app(
     background: bool = True,
     follow: bool = True,
     upload_slots: int = 4,
+    upload_wait: float = 10.0,
+    upload_queue: int | None = None,
 ) -> Flask:
     """The web application for ``settings``.
 
@@ -45,14 +48,20 @@ def create_app(
     With ``service`` (tests, embedding) the app uses it; ``background=False`` finishes loading
     before returning; ``start=False`` leaves loading to the caller
     (``app.extensions["recommender"].loader.start()``); ``follow`` keeps the index following
-    the change feed. ``upload_slots`` bounds the uploads admitted at once.
+    the change feed. ``upload_slots`` bounds the uploads admitted at once; up to
+    ``upload_queue`` more (default: as many) wait up to ``upload_wait`` seconds for a slot
+    before they are answered 503 ``busy``.
     """
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    app.config["UPLOAD_LIMIT_BYTES"] = settings.max_upload_bytes  # what the 413 message names
     app.json.sort_keys = False  # keep the documented field order
 
     loader = ServiceLoader((lambda: bootstrap.build(settings)) if service is None else (lambda: service), follow=follow)
-    app.extensions["recommender"] = WebContext(settings=settings, loader=loader, uploads=UploadGate(upload_slots))
+    health = HealthProbe(lambda: loader.get().queries.status())
+    app.extensions["recommender"] = WebContext(
+        settings=settings, loader=loader, uploads=UploadGate(upload_slots, wait=upload_wait, queue=upload_queue), health=health
+    )
 
     register_error_handlers(app)
     app.register_blueprint(api_blueprint)
