@@ -3,7 +3,7 @@
 Layout under the media directory::
 
     originals/ab/cd/<sha256>.<ext>     the uploaded bytes, unchanged
-    thumbs/ab/cd/<sha256>.jpg          generated once, on first request
+    thumbs/ab/cd/<sha256>.jpg          made at ingest (or, for older images, on first request)
 
 Every write goes to a temporary file in the target directory, is fsynced, then renamed
 over the final name, so a reader (or a process killed mid-write) never sees a partial file.
@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class MediaStore:
         self.root = Path(root)
         self.originals = self.root / "originals"
         self.thumbs = self.root / "thumbs"
+        self._making_lock = threading.Lock()
+        self._making_locks: dict[str, tuple[threading.Lock, int]] = {}
 
     # -- paths ------------------------------------------------------------------------------
     def original_path(self, sha256: str, fmt: str) -> Path:
@@ -92,13 +95,40 @@ class MediaStore:
         _atomic_write(path, data)
         return path
 
+    def put_thumbnail(self, sha256: str, data: bytes) -> Path:
+        path = self.thumbnail_path(sha256)
+        _atomic_write(path, data)
+        return path
+
     def thumbnail(self, sha256: str, make: Callable[[], bytes]) -> Path:
-        """Path of the cached thumbnail, calling ``make`` to create it the first time."""
+        """Path of the cached thumbnail, calling ``make`` to create it the first time.
+
+        Requests for the same missing thumbnail wait for one ``make`` instead of each decoding
+        the original.
+        """
         path = self.thumbnail_path(sha256)
         if path.is_file():
             return path
-        _atomic_write(path, make())
+        with self._making(sha256):
+            if not path.is_file():
+                _atomic_write(path, make())
         return path
+
+    @contextlib.contextmanager
+    def _making(self, sha256: str) -> Iterator[None]:
+        with self._making_lock:
+            lock, users = self._making_locks.get(sha256, (threading.Lock(), 0))
+            self._making_locks[sha256] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._making_lock:
+                lock, users = self._making_locks[sha256]
+                if users == 1:
+                    del self._making_locks[sha256]
+                else:
+                    self._making_locks[sha256] = (lock, users - 1)
 
     # -- deleting ---------------------------------------------------------------------------
     def delete(self, sha256: str, fmt: str | None = None) -> int:
