@@ -30,29 +30,27 @@ def _default_detect_threads() -> int:
 
 
 def _int(env: dict[str, str], key: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a whole number, got {raw!r}") from None
+    value = _number(env, key, default, int, "a whole number")
     if value < minimum:
         raise SettingsError(f"{key} must be at least {minimum}, got {value}")
     return value
 
 
 def _seconds(env: dict[str, str], key: str, default: float) -> float:
+    value = _number(env, key, default, float, "a number of seconds")
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{key} must be a positive number of seconds, got {value}")
+    return value
+
+
+def _number(env: dict[str, str], key: str, default: int | float, kind: type, meaning: str) -> int | float:
     raw = env.get(key)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        return kind(raw)
     except ValueError:
-        raise SettingsError(f"{key} must be a number of seconds, got {raw!r}") from None
-    if not 0 < value < float("inf"):
-        raise SettingsError(f"{key} must be a positive number of seconds, got {raw!r}")
-    return value
+        raise SettingsError(f"{key} must be {meaning}, got {raw!r}") from None
 
 
 def _path(raw: str | None) -> Path | None:

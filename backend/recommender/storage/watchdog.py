@@ -20,7 +20,6 @@ would leave none for the page or /healthz).
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import os
 import socket
@@ -43,21 +42,22 @@ class Watchdog:
         self._on_break = on_break or (lambda: None)
         self._lock = threading.Condition()
         self._deadlines: dict[int, tuple[float, Any]] = {}  # id(connection) -> (deadline, connection)
-        self._queue: list[tuple[float, int]] = []  # heap of (deadline, id); stale entries are skipped
         self._interrupted: set[int] = set()
+        self._wake_at: float | None = None  # when the thread looks next; None: nothing to watch
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def watch(self, connection: Any, limit: float | None = None) -> None:
+    def watch(self, connection: Any) -> None:
         """(Re)start the clock of ``connection``: it must be done within ``limit`` seconds."""
-        deadline = time.monotonic() + (self.limit if limit is None else limit)
-        key = id(connection)
+        deadline = time.monotonic() + self.limit
         with self._lock:
-            self._interrupted.discard(key)
-            self._deadlines[key] = (deadline, connection)
-            heapq.heappush(self._queue, (deadline, key))
+            self._interrupted.discard(id(connection))
+            self._deadlines[id(connection)] = (deadline, connection)
             self._ensure_thread()
-            self._lock.notify()
+            # Every deadline is "now + limit", so only an idle thread needs waking: a busy one
+            # wakes at the earliest deadline and finds the later ones then.
+            if self._wake_at is None:
+                self._lock.notify()
 
     def release(self, connection: Any) -> None:
         """The connection is idle again (back in the pool) or about to be closed."""
@@ -85,18 +85,15 @@ class Watchdog:
         with self._lock:
             while True:
                 now = time.monotonic()
-                while self._queue and self._queue[0][0] <= now:
-                    deadline, key = heapq.heappop(self._queue)
-                    current = self._deadlines.get(key)
-                    if current is None or current[0] != deadline:
-                        continue  # released, or watched again since
-                    del self._deadlines[key]
-                    self._interrupted.add(key)
-                    # Under the lock: a connection cannot be released (and closed, and its
-                    # socket number reused) while it is being broken.
-                    self._break(current[1])
-                timeout = self._queue[0][0] - now if self._queue else None
-                self._lock.wait(timeout)
+                for key, (deadline, connection) in list(self._deadlines.items()):
+                    if deadline <= now:
+                        del self._deadlines[key]
+                        self._interrupted.add(key)
+                        # Under the lock: a connection cannot be released (and closed, and its
+                        # socket number reused) while it is being broken.
+                        self._break(connection)
+                self._wake_at = min((d for d, _ in self._deadlines.values()), default=None)
+                self._lock.wait(None if self._wake_at is None else max(0.0, self._wake_at - now))
 
     def _break(self, connection: Any) -> None:
         log.warning("a database call took longer than %.1f s: breaking its connection", self.limit)
