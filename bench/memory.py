@@ -204,19 +204,21 @@ with tempfile.TemporaryDirectory() as tmp:
     settings = Settings(data_dir=Path(tmp), weights_dir=Path(sys.argv[1]))
     with bootstrap.build(settings) as service:
         service.detectors.load(service.collection.current().detector)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         summary = service.ingest.paths(photos, clean_orphans=False)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert summary.ingested == len(photos), summary.failed
-        print(len(photos) / seconds)
+        print(len(photos) / seconds, cpu / len(photos))
 """
 
 
-def ingest_rate(src: Path, weights: Path, photos: list[Path]) -> float:
+def ingest_rate(src: Path, weights: Path, photos: list[Path]) -> tuple[float, float]:
+    """(photos per second, CPU seconds per photo, all threads of the process) of one ingest run."""
     env = {**os.environ, "PYTHONPATH": str(src / "backend")}
     out = subprocess.run([sys.executable, "-c", INGEST_SNIPPET, str(weights), *map(str, photos)], env=env,
                          capture_output=True, text=True, check=True, timeout=1800)
-    return float(out.stdout.strip().splitlines()[-1])
+    rate, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(rate), float(cpu)
 
 
 def main() -> None:
@@ -227,6 +229,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16,
                         help="request threads per worker; 16 admits all 8 uploads at once into one worker")
     parser.add_argument("--ingest-photos", type=int, default=120, help="photos per ingest measurement (0: skip)")
+    parser.add_argument("--no-attack", action="store_true", help="measure ingest throughput only")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--weights-dir", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", REPO / "data" / "weights")))
     args = parser.parse_args()
@@ -237,28 +240,38 @@ def main() -> None:
     print(f"attack: {CONCURRENT} PNGs of {SIDE}x{SIDE} grey, {len(pngs[0]) / 1024:.0f} KB each; "
           f"load average {os.getloadavg()[0]:.1f}")
     memory: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    rates: dict[str, list[float]] = {name: [] for name in variants}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
         for name, src in variants.items():
             server_args = ["--web-workers", str(args.web_workers), "--threads", str(args.threads)]
-            memory[name].append(attack(src, pngs, args.weights_dir, photos[0], server_args))
+            if not args.no_attack:
+                memory[name].append(attack(src, pngs, args.weights_dir, photos[0], server_args))
             if args.ingest_photos:
                 rates[name].append(ingest_rate(src, args.weights_dir, photos[1 : 1 + args.ingest_photos]))
-            print(f"  round {round_ + 1} {name}: {json.dumps({k: round(v) for k, v in memory[name][-1].items()})}"
-                  + (f", ingest {rates[name][-1]:.1f} photos/s" if rates[name] else ""))
-    keys = list(memory["this"][0])
-    print(f"\nlargest worker RSS in MB ({args.web_workers} worker(s) of {args.threads} threads), median of {args.rounds} "
-          "rounds (peak: sampled every 10 ms and the kernel's VmHWM)")
-    print(f"{'':<24}" + "".join(f"{name:>12}" for name in variants))
-    for key in keys:
-        print(f"{key:<24}" + "".join(f"{statistics.median(r[key] for r in memory[name]):12.0f}" for name in variants))
+            figures = json.dumps({k: round(v) for k, v in memory[name][-1].items()}) if memory[name] else ""
+            ingest = f" ingest {rates[name][-1][0]:.1f} photos/s, {rates[name][-1][1] * 1e3:.0f} ms CPU/photo" if rates[name] else ""
+            print(f"  round {round_ + 1} {name}: {figures}{ingest}")
+    if not args.no_attack:
+        print(f"\nlargest worker RSS in MB ({args.web_workers} worker(s) of {args.threads} threads), median of "
+              f"{args.rounds} rounds (peak: sampled every 10 ms and the kernel's VmHWM)")
+        print(f"{'':<24}" + "".join(f"{name:>12}" for name in variants))
+        for key in memory["this"][0]:
+            print(f"{key:<24}" + "".join(f"{statistics.median(r[key] for r in memory[name]):12.0f}" for name in variants))
     if args.ingest_photos:
-        print(f"\ningest, {args.ingest_photos} coco_dev photos, photos/s (median; all: "
-              + "; ".join(f"{n} {', '.join(f'{r:.1f}' for r in rates[n])}" for n in variants) + ")")
-        for name in variants:
-            print(f"  {name:<10} {statistics.median(rates[name]):.2f}")
-        if "baseline" in rates:
-            print(f"  ratio this/baseline: {statistics.median(rates['this']) / statistics.median(rates['baseline']):.3f}")
+        report_ingest(rates, args.ingest_photos)
+
+
+def report_ingest(rates: dict[str, list[tuple[float, float]]], photos: int) -> None:
+    # Wall-clock rate swings with whatever else runs on the machine; CPU time per photo much less.
+    print(f"\ningest of {photos} coco_dev photos (median over rounds; wall-clock rate and CPU time per photo)")
+    for name, runs in rates.items():
+        print(f"  {name:<10} {statistics.median(r[0] for r in runs):6.2f} photos/s   "
+              f"{statistics.median(r[1] for r in runs) * 1e3:6.1f} ms CPU/photo   "
+              f"(rates: {', '.join(f'{r[0]:.1f}' for r in runs)})")
+    if "baseline" in rates:
+        for label, i in (("photos/s", 0), ("CPU per photo", 1)):
+            ratio = statistics.median(r[i] for r in rates["this"]) / statistics.median(r[i] for r in rates["baseline"])
+            print(f"  this/baseline, {label}: {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -122,8 +122,7 @@ def _bound(engine: Engine, limit: float, interrupt: Any, *, ping: bool) -> None:
             return
         try:
             with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            dbapi_connection.rollback()  # ends the ping's implicit transaction
+                cursor.execute("SELECT 1")  # as pool_pre_ping does, but under the watchdog
         except dbapi_error:
             if watchdog.interrupted(dbapi_connection):
                 raise  # no answer in time: a new connection would wait just the same
