@@ -99,12 +99,12 @@ def register_error_handlers(app: Flask) -> None:
         if status is not None and isinstance(code, str):
             # ImageError, service errors and other domain errors that know their HTTP status;
             # ``public`` leaves out what only the operator should see (database hosts, paths).
-            return error_response(status, code, getattr(exc, "public", None) or str(exc), _retry_headers(status, code))
+            return error_response(status, code, getattr(exc, "public", None) or str(exc), _retry_headers(status))
         log.exception("unhandled error while serving a request")
         return error_response(500, "internal_error", "Something went wrong on the server; the error was logged.")
 
 
-def _retry_headers(status: int, code: str) -> dict[str, str]:
+def _retry_headers(status: int) -> dict[str, str]:
     # A busy or unavailable service is worth asking again shortly; clients and the page honour it.
     return {"Retry-After": RETRY_AFTER} if status == 503 else {}
 
