@@ -66,6 +66,9 @@ bench: weights postgres
 	$(PY) bench/http_latency.py
 	$(PY) bench/ranking.py --sizes 512,576 --flip --markdown
 	$(PY) bench/query.py
+	$(PY) bench/memory.py
+	$(PY) bench/load.py
+	$(PY) bench/frozen_db.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

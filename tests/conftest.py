@@ -119,16 +119,20 @@ class ServerProcess:
             self.process = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
-    def wait_ready(self, timeout: float = 180, images: int | None = None) -> float:
-        """Seconds until /healthz says ok (and, if given, counts ``images``)."""
+    def wait_ready(self, timeout: float = 180, images: int | None = None, workers: int = 1) -> float:
+        """Seconds until /healthz says ok (and, if given, counts ``images``) from ``workers`` processes."""
         started = time.monotonic()
+        ready: set[int] = set()
         while True:
             if self.process.poll() is not None:
                 pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
             try:
                 status, body = get_json(f"{self.url}/healthz")
                 if status == 200 and (images is None or body.get("images") == images):
-                    return time.monotonic() - started
+                    ready.add(body.get("pid", 0))
+                    if len(ready) >= workers:
+                        return time.monotonic() - started
+                    continue  # a fresh connection may reach another worker
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass  # not listening yet
             if time.monotonic() - started > timeout:

@@ -155,7 +155,10 @@ def test_upload_stores_the_photo_and_answers_detections_and_similar_photos(fresh
     with contextlib.ExitStack() as stack:
         for _ in range(gate.limit):
             stack.enter_context(gate.admit())
-        assert_error(upload(api.client, data, new_photo.name), 503, "busy")
+        gate.wait = 0.2  # it waits for a slot this long (10 s by default), then says busy
+        busy = upload(api.client, data, new_photo.name)
+        assert_error(busy, 503, "busy")
+        assert busy.headers["Retry-After"]
         assert api.client.get(f"/get_similar/{api.gallery[0]}").status_code == 200  # searches still work
 
     response = upload(api.client, data, new_photo.name)

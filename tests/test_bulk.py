@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from recommender.classes import NUM_CLASSES
+from recommender.classtable import ClassTable, class_bits
 from recommender.detection import Detections
 from recommender.storage import NewImage, Repository, create_database_engine, upgrade
 from recommender.storage.bulk import read_vectors
@@ -74,8 +75,8 @@ def test_sqlite_row_batch_fallback_reads_the_same(tmp_path):
     engine.dispose()
 
 
-def test_labels_in_bulk_are_the_classes_the_chips_show(database_url: str) -> None:
-    """Class bits read in bulk equal the classes of boxes at or above the display threshold."""
+def test_class_bits_are_the_classes_the_chips_show(database_url: str) -> None:
+    """Class bits (read in bulk, or for a few images) equal the classes of boxes at or above the display threshold."""
     engine = create_database_engine(database_url)
     upgrade(engine)
     repo = Repository(engine)
@@ -89,7 +90,9 @@ def test_labels_in_bulk_are_the_classes_the_chips_show(database_url: str) -> Non
         )
         image = NewImage(f"{i}.jpg", f"{i:064x}", 10, 10, "JPEG", "image/jpeg", 1)
         ids.append(repo.store_image(image, "yolov5s", found, np.zeros(81, np.float32)).id)
-    labels = repo.all_labels(np.array(ids + [999], dtype=np.int64), "yolov5s", 0.3)
+    table = ClassTable.build(*repo.shown_classes("yolov5s", 0.3))
+    labels = table.labels(np.array(ids + [999], dtype=np.int64))
+    assert np.array_equal(class_bits(np.array(ids), *repo.shown_classes("yolov5s", 0.3, ids)[:2]), labels[:3])
     expected = []
     for image_id in ids + [999]:
         summary = repo.summaries([image_id], "yolov5s", 0.3).get(image_id)

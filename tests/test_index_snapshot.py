@@ -116,3 +116,13 @@ def test_concurrent_writers_in_several_processes_leave_one_complete_snapshot(tmp
     assert len(loaded) == 2000 + meta["writer"]
     _same_pages(expected, loaded, queries)
     assert len([p for p in tmp_path.iterdir() if p.name.startswith(("snap-", ".tmp-"))]) == 1
+
+
+def test_the_callers_extra_arrays_come_back_with_the_snapshot(tmp_path: Path):
+    index, _queries = _index("exact")
+    extra = {"class_bounds": np.arange(82, dtype=np.int64), "class_scores": np.linspace(0, 1, 7, dtype=np.float32)}
+    assert save_snapshot(index, tmp_path, {"position": 3}, extra=extra)
+    _loaded, meta = load_snapshot(tmp_path)
+    assert meta["position"] == 3 and set(meta["extra"]) == set(extra)
+    for name, array in extra.items():
+        assert meta["extra"][name].dtype == array.dtype and np.array_equal(meta["extra"][name], array)

@@ -112,8 +112,9 @@ def test_a_killed_ingest_leaves_complete_images_and_a_rerun_finishes_exactly_onc
     _assert_every_row_has_its_file(killed)
     owned = set(killed["rows"].values())
     strays = [f for f in killed["files"] if f.sha256 not in owned]
-    # Only the image being committed at the moment of the kill can have a file without a row.
-    assert len(strays) <= 1, strays
+    # Only the image being committed at the moment of the kill can have files (its original and
+    # thumbnail) without a row.
+    assert len({f.sha256 for f in strays}) <= 1, strays
 
     rerun = subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr
@@ -125,8 +126,9 @@ def test_a_killed_ingest_leaves_complete_images_and_a_rerun_finishes_exactly_onc
     assert set(final["rows"].values()) == {hashlib.sha256(p.read_bytes()).hexdigest() for p in photos}
     assert final["vectors"] == 60 and final["rows_without_vector"] == 0
     _assert_every_row_has_its_file(final)
-    assert [f for f in final["files"] if f.kind != "original" or f.sha256 not in set(final["rows"].values())] == []
-    assert len(final["files"]) == 60
+    owned = set(final["rows"].values())
+    assert [f for f in final["files"] if f.kind not in ("original", "thumb") or f.sha256 not in owned] == []
+    assert len(final["files"]) == 120  # each photo's original and the thumbnail made at ingest
 
 
 @pytest.mark.slow
@@ -155,7 +157,7 @@ def test_sigterm_stops_ingest_cleanly_without_stray_files(env: dict[str, str], c
     _assert_every_row_has_its_file(stopped)
     # An orderly stop finishes or undoes the image in hand: no file without a row.
     assert {f.sha256 for f in stopped["files"]} == set(stopped["rows"].values())
-    assert all(f.kind == "original" for f in stopped["files"])
+    assert all(f.kind in ("original", "thumb") for f in stopped["files"])  # no temporary file left
 
 
 # ------------------------------------------------------------------------------- commands

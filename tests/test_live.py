@@ -63,7 +63,7 @@ def test_every_web_worker_follows_cli_ingests_and_deletes(database_url: str, tmp
     _cli(env, "db", "upgrade")
     _cli(env, "ingest", "--quiet", "--strict", *map(str, gallery))
     with ServerProcess([str(RECOMMENDER), "serve", "--web-workers", "2"], env, tmp_path / "server.log") as server:
-        server.wait_ready(images=GALLERY)
+        server.wait_ready(images=GALLERY, workers=2)
         query, victim = gallery[0].name, gallery[1].name
         assert _ranked(server.url, query)[0] == GALLERY - 1
 
@@ -113,7 +113,7 @@ def test_reindex_activate_switches_what_a_running_server_serves(tmp_path: Path, 
         repo.store_vector(image_id, "maskrcnn", nothing, vector)
         stored[image_id] = vector
     with ServerProcess([str(RECOMMENDER), "serve", "--web-workers", "2"], env, tmp_path / "server.log") as server:
-        server.wait_ready(images=len(photos))
+        server.wait_ready(images=len(photos), workers=2)
         query = repo.get_by_id(ids[0])
         assert get_json(f"{server.url}/get_similar/{query.name}")[1]["detector"] == "yolov5s"
         switched = _cli(env, "reindex", "--detector", "maskrcnn", "--activate", "--quiet")

@@ -145,7 +145,7 @@ def test_a_duplicate_upload_returns_the_stored_image(service, parts, photos) -> 
     assert again.image == first.image
     assert [d.class_id for d in again.detections] == [d.class_id for d in first.detections]
     assert repo.count() == 1
-    assert len(_media_files(media)) == 1
+    assert len(_media_files(media)) == 2  # the original and the thumbnail made at ingest
 
 
 def test_undecodable_or_non_image_uploads_leave_no_row_and_no_file(service, parts, photos) -> None:
@@ -214,7 +214,7 @@ def test_concurrent_uploads_of_the_same_photo_store_it_once(service, parts, phot
     assert sum(not r.duplicate for r in results) == 1
     assert len({r.image.sha256 for r in results}) == 1
     assert repo.count() == 1 and _indexed(service) == 1
-    assert len(_media_files(media)) == 1
+    assert len(_media_files(media)) == 2  # the original and the thumbnail made at ingest
 
 
 # ----------------------------------------------------------------------------------- queries

@@ -61,20 +61,26 @@ def make_detector(settings: Settings, *, box_threshold: float | None = None) -> 
 
 
 @contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[Engine]:
-    """An engine for DATABASE_URL; its problems become a SetupError that says what to do."""
+def _database(settings: Settings, *, bounded: bool = True) -> Iterator[Engine]:
+    """An engine for DATABASE_URL; its problems become a SetupError that says what to do.
+
+    ``bounded`` puts the DB_TIMEOUT limit on every call (what the service runs on); schema
+    migrations go without, as they may legitimately take long.
+    """
     try:
-        engine = create_database_engine(settings.resolved_database_url)
+        engine = create_database_engine(settings.resolved_database_url, timeout=settings.db_timeout if bounded else None)
     except DatabaseURLError as exc:
-        raise SetupError(str(exc)) from None
+        raise SetupError(str(exc), public="DATABASE_URL cannot be used (the server log says why)") from None
     try:
         yield engine
     except SchemaError as exc:
         engine.dispose()
-        raise SetupError(str(exc)) from None
+        raise SetupError(str(exc), public="the database schema is not up to date (the server log says what to run)") from None
     except DBAPIError as exc:
         engine.dispose()
-        raise SetupError(f"cannot use the database: {first_line(exc.orig or exc)}") from None
+        # The driver's text names the host and port: fine on the operator's console, not for clients.
+        raise SetupError(f"cannot use the database: {first_line(exc.orig or exc)}",
+                         public="the database is not available (the server log says why)") from None
     except BaseException:
         engine.dispose()
         raise
@@ -86,15 +92,22 @@ def open_database(settings: Settings, *, migrate: bool | None = None) -> Engine:
     ``migrate=None`` applies migrations for SQLite (a local file the service owns) and only
     checks them for PostgreSQL, where schema changes are an explicit operator step
     (``recommender db upgrade``); a database that is behind is a SetupError naming it.
+    The engine returned bounds every call by DB_TIMEOUT.
     """
     with _database(settings) as engine:
-        ensure_schema(engine, migrate=engine.dialect.name == "sqlite" if migrate is None else migrate)
-        return engine
+        applying = engine.dialect.name == "sqlite" if migrate is None else migrate
+        if not applying:
+            ensure_schema(engine, migrate=False)
+            return engine
+    with _database(settings, bounded=False) as unbounded:
+        ensure_schema(unbounded, migrate=True)
+        unbounded.dispose()
+    return engine
 
 
 def migrate_database(settings: Settings) -> tuple[str | None, str, str]:
     """Apply the migrations: (revision before, revision after, the database without its password)."""
-    with _database(settings) as engine:
+    with _database(settings, bounded=False) as engine:
         before = current_revision(engine)
         after = upgrade(engine)
         engine.dispose()

@@ -59,6 +59,22 @@ class ClassTable:
                    [scores[bounds[c] : bounds[c + 1]] for c in range(NUM_CLASSES)])
 
     @classmethod
+    def from_flat(cls, bounds: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> ClassTable:
+        """The inverse of ``flat``: class c's rows are ``[bounds[c], bounds[c + 1])`` (views, no copy)."""
+        return cls([ids[bounds[c] : bounds[c + 1]] for c in range(NUM_CLASSES)],
+                   [scores[bounds[c] : bounds[c + 1]] for c in range(NUM_CLASSES)])
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bounds int64[82], ids int64, scores float32): every class's rows one after another, to save."""
+        bounds = np.concatenate([[0], np.cumsum([ids.shape[0] for ids in self._ids])]).astype(np.int64)
+        return bounds, np.concatenate(self._ids).astype(np.int64), np.concatenate(self._scores).astype(np.float32)
+
+    def labels(self, ids: np.ndarray) -> np.ndarray:
+        """uint64[len(ids), 2]: the class bits (see ``class_bits``) of each image of sorted ``ids``."""
+        counts = [shown.shape[0] for shown in self._ids]
+        return class_bits(ids, np.concatenate(self._ids), np.repeat(np.arange(NUM_CLASSES), counts))
+
+    @classmethod
     def empty(cls) -> ClassTable:
         return cls([_EMPTY_IDS] * NUM_CLASSES, [_EMPTY_SCORES] * NUM_CLASSES)
 
@@ -111,6 +127,26 @@ class ClassTable:
         # Columns back in the caller's class order.
         columns = [required.index(c) for c in sorted(required)]
         return SearchHits(matches[order], confidence[order], scores[order][:, columns], int(matches.shape[0]))
+
+
+def class_bits(ids: np.ndarray, image_ids: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    """uint64[len(ids), 2]: bit c of word c // 64 set where (image, c) is among the given rows.
+
+    ``ids`` sorted; rows of images not in ``ids`` are ignored. This is the mask the index
+    filters with (``with``/``without``), from the same rows the table is made of.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    labels = np.zeros((ids.shape[0], 2), dtype=np.uint64)
+    if ids.shape[0] == 0 or len(image_ids) == 0:
+        return labels
+    image_ids, class_ids = np.asarray(image_ids, dtype=np.int64), np.asarray(class_ids, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(ids, image_ids), ids.shape[0] - 1)
+    hit = ids[pos] == image_ids
+    bits = np.left_shift(np.uint64(1), (class_ids[hit] % 64).astype(np.uint64))
+    for word in (0, 1):
+        chosen = class_ids[hit] // 64 == word
+        np.bitwise_or.at(labels[:, word], pos[hit][chosen], bits[chosen])
+    return labels
 
 
 def _page_order(ids: np.ndarray, confidence: np.ndarray, start: int, per_page: int) -> np.ndarray:

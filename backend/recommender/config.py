@@ -30,16 +30,27 @@ def _default_detect_threads() -> int:
 
 
 def _int(env: dict[str, str], key: str, default: int, minimum: int = 1) -> int:
+    value = _number(env, key, default, int, "a whole number")
+    if value < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}, got {value}")
+    return value
+
+
+def _seconds(env: dict[str, str], key: str, default: float) -> float:
+    value = _number(env, key, default, float, "a number of seconds")
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{key} must be a positive number of seconds, got {value}")
+    return value
+
+
+def _number(env: dict[str, str], key: str, default: int | float, kind: type, meaning: str) -> int | float:
     raw = env.get(key)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        return kind(raw)
     except ValueError:
-        raise SettingsError(f"{key} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{key} must be at least {minimum}, got {value}")
-    return value
+        raise SettingsError(f"{key} must be {meaning}, got {raw!r}") from None
 
 
 def _path(raw: str | None) -> Path | None:
@@ -71,6 +82,7 @@ class Settings:
     result_backend: str | None = None  # None: the broker when it is Redis, else RPC replies
     broker_visibility_timeout: int = 300  # s before a Redis broker redelivers a dead worker's tasks
     worker_concurrency: int = _cores()  # detections at once in one queue worker: one per core
+    db_timeout: float = 5.0  # seconds one database round trip may take before it counts as an outage
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -82,6 +94,8 @@ class Settings:
         for name in ("detect_threads", "web_workers", "worker_concurrency", "max_upload_mb", "broker_visibility_timeout"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if not self.db_timeout > 0:
+            raise SettingsError(f"DB_TIMEOUT must be a positive number of seconds, got {self.db_timeout}")
 
     @property
     def resolved_database_url(self) -> str:
@@ -144,6 +158,7 @@ class Settings:
             result_backend=env.get("RESULT_BACKEND") or None,
             broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 300),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", _cores()),
+            db_timeout=_seconds(env, "DB_TIMEOUT", 5.0),
         )
 
 

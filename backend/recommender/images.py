@@ -7,7 +7,11 @@ place that decides what counts as an image:
   use the matching plugin, so bytes cannot be routed to exotic parsers (EPS would run Ghostscript);
 * dimensions are checked from the header *before* any pixel is decoded;
 * every failure becomes an :class:`ImageError` subclass carrying an HTTP status, a stable code and
-  a message a user can act on.
+  a message a user can act on;
+* memory is bounded: callers that need no more than ``max_side`` pixels get the picture reduced
+  while it is decoded (JPEG decodes at 1/2, 1/4 or 1/8 scale directly, other formats are reduced
+  before they become RGB), and every decode holds its pixels in a process-wide budget
+  (:data:`DECODE_BUDGET`), so a burst of small files that decode to huge pictures waits its turn.
 
 Nothing here mutates Pillow's module-level settings (``Image.MAX_IMAGE_PIXELS``, warning filters,
 ``ImageFile.LOAD_TRUNCATED_IMAGES``): limits are passed per call, so concurrent requests with
@@ -17,8 +21,11 @@ different limits cannot interfere. Pillow releases the GIL while decoding, so ca
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import os
+import re
 import struct
 from dataclasses import dataclass
 
@@ -36,10 +43,15 @@ from PIL import (  # noqa: F401  (imported for their registration side effect)
     WebPImagePlugin,
 )
 
+from .budget import PixelBudget
 from .errors import UserError, error_kind
 from .formats import FORMAT_LIST, FORMATS
+from .pixels import apply_orientation, exif_orientation, fit, to_rgb
 
 __all__ = [
+    "DECODE_BUDGET",
+    "THUMBNAIL_SIDE",
+    "WORKING_SIDE",
     "CorruptImageError",
     "DecodedImage",
     "FileTooLargeError",
@@ -53,7 +65,15 @@ __all__ = [
 ]
 
 _DEFAULT_MAX_PIXELS = 50_000_000
-_EXIF_ORIENTATION_TAG = 0x0112
+# Pixels decoded at once by all threads of a process. A bit more than one picture at the pixel
+# limit, so one of those (a 49 MP PNG holds 49-200 MB while decoding) runs with ordinary photos
+# beside it, and two never do. Measured with bench/memory.py.
+DECODE_BUDGET = PixelBudget(64_000_000)
+# The longest side the service works on (detection, thumbnails): above every detector's input
+# (YOLOv5s 640, Mask R-CNN 1024), so detection sees what it would have seen at full size; and
+# low enough that a 12 MP photo (4000×3000) decodes at half scale in the JPEG decoder.
+WORKING_SIDE = 1600
+THUMBNAIL_SIDE = 320
 
 
 class ImageError(UserError, ValueError):
@@ -77,13 +97,23 @@ FileTooLargeError = error_kind("FileTooLargeError", "payload_too_large", 413, "M
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """Upright pixels of one image: ``rgb`` is uint8 H×W×3, C-contiguous, EXIF orientation applied."""
+    """Upright pixels of one image: ``rgb`` is uint8 H×W×3, C-contiguous, EXIF orientation applied.
+
+    ``width`` and ``height`` are the picture's upright size as stored in the file; ``rgb`` has
+    that size too unless the caller asked for a reduced decode (``max_side``), in which case
+    ``scale`` maps its pixel coordinates back to the original's.
+    """
 
     rgb: np.ndarray
     width: int
     height: int
     format: str
     mime: str
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) factors from ``rgb`` pixels to the original's; (1.0, 1.0) when not reduced."""
+        return self.width / self.rgb.shape[1], self.height / self.rgb.shape[0]
 
 
 # --------------------------------------------------------------------------- sniffing
@@ -171,116 +201,26 @@ def _check_dimensions(width: int, height: int, fmt: str, limit: int) -> None:
         )
 
 
-# --------------------------------------------------------------------------- conversion
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def _high_bit_depth_to_uint8(image: Image.Image) -> np.ndarray:
-    """Grey levels of an I;16*, I or F image scaled (not clipped) to 0..255."""
-    values = np.asarray(image)
-    if image.mode.startswith("I;16"):
-        return _uint16_to_uint8(values.astype(np.uint32))
-    if image.mode == "I":
-        # Files decode to "I" from 16-bit sources (signed 16-bit or 32-bit TIFF, old PNG paths):
-        # treat the 16-bit range as the scale when the data fit it, else stretch what is there.
-        if values.size and values.min() >= 0 and values.max() <= 0xFFFF:
-            return _uint16_to_uint8(values.astype(np.uint32))
-        return _stretch(values.astype(np.float64))
-    # "F": floats have no agreed white point. 0..1 is the usual convention for normalised data,
-    # 0..255 Pillow's own; anything else is stretched so the picture stays visible.
-    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if lo >= 0.0 and hi <= 1.0:
-        return np.rint(values * 255.0).astype(np.uint8)
-    if lo >= 0.0 and hi <= 255.0:
-        return np.rint(values).astype(np.uint8)
-    return _stretch(values)
-
-
-def _uint16_to_uint8(values: np.ndarray) -> np.ndarray:
-    # 65535 / 257 == 255 exactly: the whole 16-bit range maps onto the whole 8-bit range.
-    return ((values + 128) // 257).astype(np.uint8)
-
-
-def _stretch(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.rint((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-
-
-def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    # Transparent areas become white (what a browser shows on a plain page), not the arbitrary
-    # colour hidden under alpha 0. uint16 suffices: rgb*a + 255*(255-a) + 127 <= 65152.
-    rgb = rgba[:, :, :3].astype(np.uint16)
-    alpha = rgba[:, :, 3:4].astype(np.uint16)
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def _to_rgb(image: Image.Image) -> np.ndarray:
-    mode = image.mode
-    transparency = image.info.get("transparency")
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        gray = _high_bit_depth_to_uint8(image)
-        if isinstance(transparency, int) and not isinstance(transparency, bool):
-            # A tRNS grey key on a 16-bit PNG: that exact raw value is see-through.
-            gray = np.where(np.asarray(image) == transparency, np.uint8(255), gray)
-        return _gray_to_rgb(gray)
-    if mode == "1":
-        return _gray_to_rgb(np.asarray(image.convert("L")))
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or transparency is not None:
-        if mode == "La":  # premultiplied; Pillow converts it only via LA
-            image = image.convert("LA")
-        return _composite_on_white(np.asarray(image.convert("RGBA")))
-    if mode == "L":
-        return _gray_to_rgb(np.asarray(image))
-    return np.asarray(image.convert("RGB"))
-
-
-def _exif_orientation(image: Image.Image) -> int:
-    try:
-        value = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-    except Exception:  # noqa: BLE001 - broken EXIF must not cost the user the picture itself
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn stored pixels into the upright picture described by EXIF orientation 1..8."""
-    if orientation == 2:
-        out = rgb[:, ::-1]
-    elif orientation == 3:
-        out = rgb[::-1, ::-1]
-    elif orientation == 4:
-        out = rgb[::-1]
-    elif orientation == 5:
-        out = rgb.transpose(1, 0, 2)
-    elif orientation == 6:
-        out = np.rot90(rgb, k=-1)
-    elif orientation == 7:
-        out = rgb[::-1, ::-1].transpose(1, 0, 2)
-    elif orientation == 8:
-        out = np.rot90(rgb, k=1)
-    else:
-        return np.ascontiguousarray(rgb)
-    return np.ascontiguousarray(out)
-
-
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int = _DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(
+    data: bytes,
+    *,
+    max_bytes: int | None = None,
+    max_pixels: int = _DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    budget: PixelBudget | None = DECODE_BUDGET,
+) -> DecodedImage:
     """Validate ``data`` and decode its first frame into upright RGB pixels.
 
-    Raises :class:`FileTooLargeError`, :class:`NotAnImageError`, :class:`ImageTooLargeError`
-    or :class:`CorruptImageError`; the limit checks happen before any pixel is decoded.
+    With ``max_side`` the pixels are reduced (while decoding where the format allows) so that
+    the longer side is at most that; ``width``/``height`` stay the original's. Raises
+    :class:`FileTooLargeError`, :class:`NotAnImageError`, :class:`ImageTooLargeError` or
+    :class:`CorruptImageError`; the limit checks happen before any pixel is decoded.
     """
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if max_pixels < 1 or (max_side is not None and max_side < 1):
+        raise ValueError(f"max_pixels and max_side must be positive, got {max_pixels} and {max_side}")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"decode_image needs bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -296,27 +236,52 @@ def decode_image(data: bytes, *, max_bytes: int | None = None, max_pixels: int =
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
             _check_dimensions(image.width, image.height, label, limit)
-            image.load()
-            # A GIF's first frame may reach beyond its declared screen; Pillow grows the canvas.
-            _check_dimensions(image.width, image.height, label, limit)
-            orientation = _exif_orientation(image)
-            rgb = _to_rgb(image)
+            stored = image.size
+            drafted = max_side is not None and fmt == "JPEG" and _draft(image, max_side)
+            with budget.hold(image.width * image.height) if budget else contextlib.nullcontext():
+                image.load()
+                # A GIF's first frame may reach beyond its declared screen; Pillow grows the canvas.
+                _check_dimensions(image.width, image.height, label, limit)
+                stored = stored if drafted else image.size
+                orientation = exif_orientation(image)
+                rgb = to_rgb(fit(image, max_side) if max_side is not None else image)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"The image is too large to decode safely ({exc}).") from exc
-    except Image.DecompressionBombWarning as exc:  # only raised when warnings are errors
-        raise ImageTooLargeError(f"The image is too large to decode safely ({exc}).") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning only when warnings are errors
+        raise _too_many_pixels(data, fmt, label, limit, exc) from exc
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted bytes is the file's fault
         raise _error_from_pillow(data, fmt, label, exc) from exc
 
-    rgb = _apply_orientation(rgb, orientation)
+    rgb = apply_orientation(rgb, orientation)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise CorruptImageError(f"The {label} image decoded to an unexpected pixel layout {rgb.shape}.")
-    height, width = rgb.shape[:2]
+    width, height = stored if orientation < 5 else stored[::-1]  # 5-8 turn the picture a quarter
     return DecodedImage(rgb=rgb, width=int(width), height=int(height), format=fmt, mime=FORMATS[fmt].mime)
+
+
+def _draft(image: Image.Image, max_side: int) -> bool:
+    """Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding, staying at least ``max_side``."""
+    scale = max_side / max(image.size)
+    if scale >= 1.0:
+        return False
+    image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+    return True
+
+
+def _too_many_pixels(data: bytes, fmt: str, label: str, limit: int, exc: Exception) -> ImageError:
+    """Pillow refuses beyond twice its own limit before we see the size: say it our way."""
+    dims = _header_dimensions(data, fmt)
+    if dims is not None and dims[0] > 0 and dims[1] > 0:
+        try:
+            _check_dimensions(dims[0], dims[1], label, limit)
+        except ImageTooLargeError as ours:
+            return ours
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found:
+        return ImageTooLargeError(f"The image has {int(found.group(1)):,} pixels; the limit is {limit:,} pixels.")
+    return ImageTooLargeError(f"The image has more pixels than the limit of {limit:,} pixels.")
 
 
 def _error_from_pillow(data: bytes, fmt: str, label: str, exc: Exception) -> ImageError:
@@ -351,7 +316,11 @@ def _header_dimensions(data: bytes, fmt: str) -> tuple[int, int] | None:
 
 
 def read_image_file(
-    path: str | os.PathLike[str], *, max_bytes: int | None = None, max_pixels: int = _DEFAULT_MAX_PIXELS
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int | None = None,
+    max_pixels: int = _DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
 ) -> DecodedImage:
     """Read a file and :func:`decode_image` it. Unreadable files raise OSError as usual.
 
@@ -364,13 +333,13 @@ def read_image_file(
             data = handle.read(max_bytes + 1)
         else:
             data = handle.read()
-    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side)
 
 
 # --------------------------------------------------------------------------- thumbnails
 
 
-def thumbnail_jpeg(rgb: np.ndarray, max_side: int = 320, quality: int = 85) -> bytes:
+def thumbnail_jpeg(rgb: np.ndarray, max_side: int = THUMBNAIL_SIDE, quality: int = 85) -> bytes:
     """A JPEG whose longer side is at most ``max_side`` (never enlarged), aspect ratio kept."""
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError("thumbnail_jpeg needs a uint8 array of shape H×W×3")

@@ -15,7 +15,7 @@ from .. import bootstrap
 from ..classes import class_name
 from ..config import Settings
 from ..detection import Detections, DetectorError
-from ..images import ImageError, read_image_file
+from ..images import WORKING_SIDE, ImageError, read_image_file
 from . import main
 from .options import detector_options
 
@@ -131,9 +131,10 @@ def detect(
     for path in images:
         try:
             t0 = time.perf_counter()
-            image = read_image_file(path)
+            # Reduced as the service reduces it, so both report the same detections.
+            image = read_image_file(path, max_side=WORKING_SIDE)
             t1 = time.perf_counter()
-            found = model.detect(image.rgb)
+            found = model.detect(image.rgb).scaled(*image.scale)
             t2 = time.perf_counter()
         except (ImageError, OSError) as exc:
             code, message = _file_error(path, exc)

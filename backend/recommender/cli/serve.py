@@ -13,6 +13,7 @@ from gunicorn.app.base import BaseApplication
 from .. import bootstrap
 from ..config import Settings
 from ..service import ServiceError
+from ..web.worker import JsonErrorWorker
 from . import main
 from .db import database_options
 
@@ -72,7 +73,7 @@ def serve(
     The server accepts connections at once; the detector and the index load in the
     background and /healthz answers 503 until they are ready.
     """
-    from ..web.app import configure_logging, create_app
+    from ..web.app import configure_worker, create_app
     from ..web.frontend import FrontendMissingError, resolve_frontend_dir
 
     if "--workers" in sys.argv[1:]:
@@ -84,12 +85,13 @@ def serve(
         raise click.ClickException(str(exc)) from None
     _check_database(settings)
 
-    # Half the threads may hold uploads; the rest stay free for pages, thumbnails and searches.
-    upload_slots = max(1, threads // 2)
+    # Half the threads may hold uploads and a quarter more may wait for them; the rest stay free
+    # for pages, thumbnails and searches.
+    upload_slots, upload_queue = max(1, threads // 2), max(1, threads // 4)
 
     def factory() -> Any:
-        configure_logging()
-        return create_app(settings, frontend_dir=page_dir, upload_slots=upload_slots)
+        configure_worker()
+        return create_app(settings, frontend_dir=page_dir, upload_slots=upload_slots, upload_queue=upload_queue)
 
     _Gunicorn(factory, _gunicorn_options(settings, threads, access_log)).run()
     sys.exit(0)
@@ -109,7 +111,8 @@ def _gunicorn_options(settings: Settings, threads: int, access_log: bool) -> dic
     return {
         "bind": f"{bind_host}:{settings.port}",
         "workers": settings.web_workers,
-        "worker_class": "gthread",
+        # gthread, with gunicorn's own refusals (URL over 4 KB, bad headers) answered in JSON.
+        "worker_class": JsonErrorWorker,
         "threads": threads,
         # gthread workers heartbeat from their main loop, so a long detection does not count;
         # this only catches a worker that is truly stuck.

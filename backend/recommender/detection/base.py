@@ -52,6 +52,15 @@ class Detections:
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
 
+    def scaled(self, sx: float, sy: float) -> Detections:
+        """The same detections with boxes in pixels ``sx``/``sy`` times larger (found on a reduced
+        copy, reported on the original). Masks cover the reduced copy only, so they are dropped."""
+        if sx == 1.0 and sy == 1.0:
+            return self
+        factors = np.array([sx, sy, sx, sy], dtype=np.float32)
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4) * factors
+        return Detections(self.class_ids, self.scores, boxes, self.class_scores, None)
+
 
 # What ``load`` detects once, so the first real photo does not pay for the runtime picking its
 # kernels and allocating buffers (several times a normal detection); 640×480 is the most common

@@ -81,11 +81,14 @@ def _read_manifest(snap: Path) -> dict:
     return manifest
 
 
-def save_snapshot(index: Index, directory: str | Path, meta: dict, order_key: str | None = None) -> bool:
+def save_snapshot(index: Index, directory: str | Path, meta: dict, order_key: str | None = None,
+                  extra: dict[str, np.ndarray] | None = None) -> bool:
     """Write ``index`` (compacted first if it has pending changes) as the current snapshot.
 
-    ``meta`` must be JSON-serialisable. Returns False if ``order_key`` is given and the
-    current snapshot's ``meta[order_key]`` is larger (a newer snapshot is kept).
+    ``meta`` must be JSON-serialisable; ``extra`` arrays of the caller's are kept beside the
+    index and come back from ``load_snapshot`` in ``meta["extra"]``. Returns False if
+    ``order_key`` is given and the current snapshot's ``meta[order_key]`` is larger (a newer
+    snapshot is kept).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -101,6 +104,7 @@ def save_snapshot(index: Index, directory: str | Path, meta: dict, order_key: st
             "order": index._order,
         }
         arrays.update({f"engine_{k}": v for k, v in index._engine.arrays().items()})
+        arrays.update({f"extra_{k}": v for k, v in (extra or {}).items()})
         files = {name: _write_array(tmp / f"{name}.npy", a) for name, a in arrays.items()}
         manifest = {
             "format": FORMAT,
@@ -176,7 +180,8 @@ def load_snapshot(directory: str | Path, mmap: bool = True, verify: bool = True)
         raise SnapshotError(f"snapshot in {snap} is inconsistent: {exc!r}") from None
     if len(index) != manifest["size"]:
         raise SnapshotError(f"snapshot in {snap} holds {len(index)} images, its manifest says {manifest['size']}")
-    return index, manifest["meta"]
+    extra = {k.removeprefix("extra_"): v for k, v in arrays.items() if k.startswith("extra_")}
+    return index, ({**manifest["meta"], "extra": extra} if extra else manifest["meta"])
 
 
 def _load_array(path: Path, info: dict, mmap: bool, verify: bool) -> np.ndarray:

@@ -12,7 +12,17 @@ from ..storage import Repository
 from .admin import Admin
 from .collection import LiveCollection
 from .detectors import Detectors
-from .errors import Busy, DetectorUnavailable, InvalidRequest, NotFound, PhotoFailed, ServiceError, Unavailable, first_line
+from .errors import (
+    Busy,
+    DetectorUnavailable,
+    InvalidRequest,
+    NotFound,
+    PhotoFailed,
+    ServiceError,
+    StorageFull,
+    Unavailable,
+    first_line,
+)
 from .ingest import Ingest, reason
 from .pipeline import find_image_files
 from .queries import Queries
@@ -85,6 +95,7 @@ __all__ = [
     "SimilarImage",
     "SimilarPage",
     "Staged",
+    "StorageFull",
     "Unavailable",
     "find_image_files",
     "first_line",

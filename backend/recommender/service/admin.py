@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 
 from ..detection import Detections
-from ..images import ImageError, decode_image
+from ..images import WORKING_SIDE, ImageError, decode_image
 from ..neardup import perceptual_hash
 from ..storage import ImageRecord, MediaStore, Repository, VectorsMissing
 from ..storage.names import is_plausible_name
@@ -92,7 +92,8 @@ class Admin:
             path = self._media.original_path(record.sha256, record.format)
             if not path.is_file():
                 raise FileNotFoundError(f"the file of {record.name!r} is missing from the media store")
-            return self._detectors.detect(detector, decode_image(path.read_bytes()).rgb)
+            image = decode_image(path.read_bytes(), max_side=WORKING_SIDE)
+            return self._detectors.detect(detector, image.rgb).scaled(*image.scale)
 
         total = len(records)
         if total:

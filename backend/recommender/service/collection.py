@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..classes import NUM_CLASSES
-from ..classtable import ClassTable
+from ..classtable import ClassTable, class_bits
 from ..index import Index, SnapshotError, build_index, load_snapshot, save_snapshot, warm_up
 from ..storage import Repository
 from ..storage.feed import ACTIVATE, DELETE, Change
@@ -57,14 +57,6 @@ def _warm_up_once() -> None:
     if not _warmed.is_set():
         warm_up()
         _warmed.set()
-
-
-def class_bits(class_ids: Sequence[int]) -> np.ndarray:
-    """uint64[2]: bit c of word c // 64 set for each class c (1..80)."""
-    bits = np.zeros(2, dtype=np.uint64)
-    for c in class_ids:
-        bits[c // 64] |= np.uint64(1) << np.uint64(c % 64)
-    return bits
 
 
 class LiveCollection:
@@ -198,14 +190,13 @@ class LiveCollection:
         index, classes = snapshot.index, snapshot.classes
         if touched:
             vectors = self._repository.vectors_of(touched, snapshot.detector)
-            summaries = self._repository.summaries(list(vectors), snapshot.detector, self._threshold)
             ids = np.array([i for i in touched if i in vectors], dtype=np.int64)
             raw = np.array([vectors[i] for i in ids.tolist()], dtype=np.float32).reshape(-1, NUM_CLASSES)
-            labels = np.array([class_bits(summaries[i].class_ids) for i in ids.tolist()], dtype=np.uint64).reshape(-1, 2)
             gone = np.array([i for i in touched if i not in vectors], dtype=np.int64)
-            index = index.with_changes(ids, snapshot.ranking.index_transform(raw), labels, gone)
             shown = self._repository.shown_classes(snapshot.detector, self._threshold, touched)
             classes = classes.with_changes(np.array(touched, dtype=np.int64), *shown)
+            labels = class_bits(ids, shown[0], shown[1])
+            index = index.with_changes(ids, snapshot.ranking.index_transform(raw), labels, gone)
         return Snapshot(snapshot.detector, index, changes[-1].seq, snapshot.ranking, classes)
 
     # -- loading and saving -----------------------------------------------------------------
@@ -217,14 +208,13 @@ class LiveCollection:
         if detector is None:
             raise RuntimeError("the collection has no active detector (bootstrap records one)")
         ranking = self._ranking(detector)
-        # Read before the index, so replaying the feed from ``position`` covers it too.
-        classes = ClassTable.build(*self._repository.shown_classes(detector, self._threshold))
-        snapshot = self._load_saved(detector, ranking, position, classes)
+        snapshot = self._load_saved(detector, ranking, position)
         if snapshot is None:
+            classes = ClassTable.build(*self._repository.shown_classes(detector, self._threshold))
             ids, raw = self._repository.all_vectors(detector)
-            labels = self._repository.all_labels(ids, detector, self._threshold)
             points = ranking.index_transform(raw).astype(np.float32)
-            snapshot = Snapshot(detector, build_index(ids, points, labels, kind=self._kind), position, ranking, classes)
+            index = build_index(ids, points, classes.labels(ids), kind=self._kind)
+            snapshot = Snapshot(detector, index, position, ranking, classes)
             self._save(snapshot)
         log.info(
             "index of %s loaded in %.1f s: %d images at feed position %d",
@@ -235,7 +225,7 @@ class LiveCollection:
     def _folder(self, detector: str) -> Path | None:
         return None if self._snapshot_dir is None else self._snapshot_dir / f"{detector}.{self._kind}"
 
-    def _load_saved(self, detector: str, ranking: Ranking, head: int, classes: ClassTable) -> Snapshot | None:
+    def _load_saved(self, detector: str, ranking: Ranking, head: int) -> Snapshot | None:
         folder = self._folder(detector)
         if folder is None:
             return None
@@ -254,6 +244,11 @@ class LiveCollection:
         if head - position > self._rebuild_after or self._repository.feed_since(position, 1)[1] > position + 1:
             log.info("index snapshot in %s is too far behind the change feed; rebuilding it", folder)
             return None
+        try:
+            classes = ClassTable.from_flat(*(meta["extra"][k] for k in ("class_bounds", "class_ids", "class_scores")))
+        except KeyError:
+            log.info("index snapshot in %s has no class table; rebuilding it", folder)
+            return None
         self._saved_position = position
         return Snapshot(detector, index, position, ranking, classes)
 
@@ -268,7 +263,9 @@ class LiveCollection:
             return
         try:
             meta = {"collection": self._collection_id, "detector": snapshot.detector, "position": snapshot.position}
-            save_snapshot(snapshot.index, folder, meta, order_key="position")
+            bounds, ids, scores = snapshot.classes.flat()
+            extra = {"class_bounds": bounds, "class_ids": ids, "class_scores": scores}
+            save_snapshot(snapshot.index, folder, meta, order_key="position", extra=extra)
             self._saved_position = snapshot.position
         except OSError as exc:  # a cache: a read-only or full disk costs start-up time, nothing else
             log.warning("could not save the index snapshot in %s: %s", folder, exc)

@@ -20,7 +20,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from ..detection import Detections
-from ..images import DecodedImage, ImageError, decode_image, sniff_format
+from ..images import WORKING_SIDE, DecodedImage, ImageError, decode_image, sniff_format, thumbnail_jpeg
 from ..neardup import perceptual_hash
 from ..storage import ContentExists, DetectorChanged, ImageRecord, MediaStore, NameTaken, NewImage, Repository
 from ..storage.names import base_name, with_suffix
@@ -49,11 +49,12 @@ class Prepared:
     """Decoded and hashed input, ready for detection."""
 
     data: bytes
-    image: DecodedImage
+    image: DecodedImage  # reduced to WORKING_SIDE at most
     sha256: str
     name_hint: str | None
     existing: ImageRecord | None
     phash: int | None  # perceptual hash of the pixels; None for a duplicate (not needed)
+    thumbnail: bytes | None  # made now, from pixels at hand, so no request decodes the original for it
 
 
 @dataclass(eq=False)
@@ -101,7 +102,7 @@ class Ingest:
 
             def work(path: Path) -> tuple[Prepared, Detections | None]:
                 prepared = self._prepare(path.read_bytes(), path.name, None)
-                return prepared, None if prepared.existing else self._detectors.detect(detector, prepared.image.rgb)
+                return prepared, None if prepared.existing else self._detect(detector, prepared.image)
 
             threads = self.prepare_threads + self._detectors.slots
             expected = (ImageError, OSError, ServiceError)
@@ -202,10 +203,17 @@ class Ingest:
 
     # -- one image --------------------------------------------------------------------------
     def _prepare(self, data: bytes, name_hint: str | None, max_bytes: int | None) -> Prepared:
-        image = decode_image(data, max_bytes=max_bytes)
+        # Nothing needs more pixels than the working size: decoding no more bounds memory.
+        image = decode_image(data, max_bytes=max_bytes, max_side=WORKING_SIDE)
         sha = hashlib.sha256(data).hexdigest()
         existing = self._repository.get_by_sha256(sha)
-        return Prepared(data, image, sha, name_hint, existing, None if existing else perceptual_hash(image.rgb))
+        if existing is not None:
+            return Prepared(data, image, sha, name_hint, existing, None, None)
+        return Prepared(data, image, sha, name_hint, existing, perceptual_hash(image.rgb), thumbnail_jpeg(image.rgb))
+
+    def _detect(self, detector: str, image: DecodedImage) -> Detections:
+        """Detections in the original's pixels, found on the (possibly reduced) decoded copy."""
+        return self._detectors.detect(detector, image.rgb).scaled(*image.scale)
 
     def _active(self) -> str:
         active = self._repository.active_detector()
@@ -219,7 +227,7 @@ class Ingest:
         for _attempt in range(_DETECTOR_SWITCH_RETRIES):
             detector = self._active()
             if detected is None or detected[0] != detector:
-                detected = (detector, self._detectors.detect(detector, prepared.image.rgb))
+                detected = (detector, self._detect(detector, prepared.image))
             try:
                 return self._store(prepared, *detected, keep_file=keep_file)
             except DetectorChanged:
@@ -233,8 +241,10 @@ class Ingest:
         name = base_name(prepared.name_hint, decoded.format, sha)
         candidates = [name, with_suffix(name, sha), with_suffix(name, sha, 16)]
         with self._media.lock(sha):
-            self._media.put_original(sha, decoded.format, prepared.data)
             try:
+                self._media.put_original(sha, decoded.format, prepared.data)
+                if prepared.thumbnail is not None:
+                    self._media.put_thumbnail(sha, prepared.thumbnail)
                 record = self._store_rows(prepared, candidates, detector, found)
             except BaseException:
                 # A queued original stays for the task's retry; the task removes it if it fails for good.

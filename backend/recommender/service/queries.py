@@ -9,7 +9,7 @@ import numpy as np
 
 from ..classes import CLASS_NAMES, class_name
 from ..explain import explain_matches, why
-from ..images import read_image_file, thumbnail_jpeg
+from ..images import THUMBNAIL_SIDE, decode_image, thumbnail_jpeg
 from ..index import MAX_PER_PAGE
 from ..neardup import fold
 from ..objects import NO_ASK, Ask, parse_search, similarity_of
@@ -53,11 +53,13 @@ class Queries:
         return ImageFile(self._original_path(record), record.mime, record.sha256, record.sha256, record.name)
 
     def thumbnail(self, name: str) -> ImageFile:
-        """The JPEG thumbnail, made on first request and kept."""
+        """The JPEG thumbnail, made at ingest; for images stored before that, on first request."""
         with database_errors():
             record = self._record(name)
-        original = self._original_path(record)
-        path = self._media.thumbnail(record.sha256, lambda: thumbnail_jpeg(read_image_file(original).rgb))
+            original = self._original_path(record)
+            # Decoded at (about) the thumbnail's size, never the original's: a JPEG at 1/8 scale.
+            make = lambda: thumbnail_jpeg(decode_image(original.read_bytes(), max_side=THUMBNAIL_SIDE).rgb)  # noqa: E731
+            path = self._media.thumbnail(record.sha256, make)
         stem = record.name.rsplit(".", 1)[0]
         return ImageFile(path, "image/jpeg", record.sha256, f"{record.sha256}-thumb", f"{stem}-thumb.jpg")
 

@@ -178,49 +178,12 @@ def _sqlite_batches(driver, detector: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ids, dtype=np.int64), values
 
 
-def read_labels(engine: Engine, detector: str, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids int64[m], uint64[m, 2]) class bit masks of the detections scoring at least ``min_score``.
-
-    Bit c of word c // 64 is set when the image has a box of class c (1..80) at that score,
-    the rule that draws the page's chips. Images without such a box are left out. The masks
-    are combined in SQL (BIT_OR on PostgreSQL; on SQLite a sum of the distinct bits, which is the
-    same), so one row per image comes back.
-    """
-    if engine.dialect.name == "postgresql":
-        low = "BIT_OR(CASE WHEN class_id < 64 THEN CAST(1 AS BIGINT) << class_id ELSE 0 END)"
-        high = "BIT_OR(CASE WHEN class_id >= 64 THEN CAST(1 AS BIGINT) << (class_id - 64) ELSE 0 END)"
-        marker = "%s"
-    else:
-        low = "SUM(DISTINCT CASE WHEN class_id < 64 THEN 1 << class_id ELSE 0 END)"
-        high = "SUM(DISTINCT CASE WHEN class_id >= 64 THEN 1 << (class_id - 64) ELSE 0 END)"
-        marker = "?"
-    query = (
-        f"SELECT image_id, {low}, {high} FROM detections WHERE detector = {marker} AND score >= {marker} "
-        "GROUP BY image_id ORDER BY image_id"
-    )
-    with engine.connect() as conn:
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            cursor.execute(query, (detector, float(min_score)))
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
-        conn.rollback()
-    if not rows:
-        return np.empty(0, np.int64), np.zeros((0, 2), np.uint64)
-    table = np.array(rows, dtype=object)
-    ids = table[:, 0].astype(np.int64)
-    # Class 63's bit is the sign bit of a signed 64-bit sum: reinterpret, do not convert.
-    masks = np.array(table[:, 1:].tolist(), dtype=np.int64).view(np.uint64).reshape(-1, 2)
-    return ids, masks
-
-
 def read_class_scores(engine: Engine, detector: str, min_score: float,
                       ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image ids int64, class ids int64, best score float32): one row per class an image shows.
 
-    "Shows" is ``read_labels``' rule (a box of the class at ``min_score`` or more); the score
-    is the best such box's. All images, or only ``ids``.
+    "Shows" means a box of the class at ``min_score`` or more (the page's chips' rule); the
+    score is the best such box's. All images, or only ``ids``.
     """
     marker = "%s" if engine.dialect.name == "postgresql" else "?"
     where = f"detector = {marker} AND score >= {marker}"

@@ -3,7 +3,7 @@
 Layout under the media directory::
 
     originals/ab/cd/<sha256>.<ext>     the uploaded bytes, unchanged
-    thumbs/ab/cd/<sha256>.jpg          generated once, on first request
+    thumbs/ab/cd/<sha256>.jpg          made at ingest (or, for older images, on first request)
     queued/ab/cd/<sha256>              empty mark: a queue task will ingest this original
 
 Every write goes to a temporary file in the target directory, is fsynced, then renamed
@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class MediaStore:
         self.originals = self.root / "originals"
         self.thumbs = self.root / "thumbs"
         self.queued = self.root / "queued"
+        self._making_lock = threading.Lock()
+        self._making_locks: dict[str, tuple[threading.Lock, int]] = {}
 
     # -- paths ------------------------------------------------------------------------------
     def original_path(self, sha256: str, fmt: str) -> Path:
@@ -102,12 +105,23 @@ class MediaStore:
         _atomic_write(path, data)
         return path
 
+    def put_thumbnail(self, sha256: str, data: bytes) -> Path:
+        path = self.thumbnail_path(sha256)
+        _atomic_write(path, data)
+        return path
+
     def thumbnail(self, sha256: str, make: Callable[[], bytes]) -> Path:
-        """Path of the cached thumbnail, calling ``make`` to create it the first time."""
+        """Path of the cached thumbnail, calling ``make`` to create it the first time.
+
+        Requests for the same missing thumbnail wait for one ``make`` instead of each decoding
+        the original.
+        """
         path = self.thumbnail_path(sha256)
         if path.is_file():
             return path
-        _atomic_write(path, make())
+        with self._making(sha256):
+            if not path.is_file():
+                _atomic_write(path, make())
         return path
 
     def mark_queued(self, sha256: str) -> None:
@@ -129,6 +143,22 @@ class MediaStore:
             return self.queued_mark_path(sha256).stat().st_mtime > since
         except FileNotFoundError:
             return False
+
+    @contextlib.contextmanager
+    def _making(self, sha256: str) -> Iterator[None]:
+        with self._making_lock:
+            lock, users = self._making_locks.get(sha256, (threading.Lock(), 0))
+            self._making_locks[sha256] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._making_lock:
+                lock, users = self._making_locks[sha256]
+                if users == 1:
+                    del self._making_locks[sha256]
+                else:
+                    self._making_locks[sha256] = (lock, users - 1)
 
     # -- deleting ---------------------------------------------------------------------------
     def delete(self, sha256: str, fmt: str | None = None) -> int:

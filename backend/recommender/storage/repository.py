@@ -15,11 +15,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from ..classes import NUM_CLASSES
 from ..detection.base import Detections
 from . import bulk, feed, records
+from .database import breaker_of
 from .records import DetectionRecord, ImageRecord, ImageSummary, NewImage
 from .schema import detections as detections_t
 from .schema import images as images_t
@@ -28,6 +29,8 @@ from .schema import vectors as vectors_t
 
 # SQLite's default limit on bound parameters is 32766 (older builds 999); stay well below.
 _IN_CHUNK = 900
+# Rows per round trip of a whole-table read: each stays well inside the time limit of a call.
+_SCAN_PAGE = 20_000
 ACTIVE_DETECTOR = "active_detector"
 COLLECTION_ID = "collection_id"
 
@@ -35,14 +38,27 @@ COLLECTION_ID = "collection_id"
 class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._breaker = breaker_of(engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self._admitted(), self.engine.connect() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._admitted(), self.engine.begin() as conn:
+            yield conn
+
+    def _admitted(self) -> contextlib.AbstractContextManager[None]:
+        # While the database does not answer, one call at a time finds out; the rest fail at once.
+        if self._breaker is None:
+            return contextlib.nullcontext()
+        return self._breaker.admit((OperationalError, InterfaceError))
 
     # -- writes (one transaction each) ------------------------------------------------------
     def store_image(self, image: NewImage, detector: str, found: Detections, vector: np.ndarray) -> ImageRecord:
@@ -51,7 +67,7 @@ class Repository:
         Raises ContentExists, NameTaken or DetectorChanged, having written nothing.
         """
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 created = datetime.now(timezone.utc)
                 inserted = conn.execute(insert(images_t).values(**image.__dict__, created_at=created))
                 record = ImageRecord(id=int(inserted.inserted_primary_key[0]), created_at=created, **image.__dict__)
@@ -77,7 +93,7 @@ class Repository:
         """Add or replace one detector's detections and vector of an image; False if it is gone."""
         image_id = int(image_id)
         values = _checked(vector)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if conn.execute(select(images_t.c.id).where(images_t.c.id == image_id)).first() is None:
                 return False
             d, v = detections_t.c, vectors_t.c
@@ -91,7 +107,7 @@ class Repository:
 
     def delete_image(self, image_id: int) -> bool:
         """Delete an image; its detections and vectors go with it (ON DELETE CASCADE)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if conn.execute(delete(images_t).where(images_t.c.id == int(image_id))).rowcount == 0:
                 return False
             feed.lock(conn)
@@ -100,7 +116,7 @@ class Repository:
 
     def activate(self, detector: str) -> None:
         """Make ``detector`` the one the index serves; VectorsMissing unless every image has its vector."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             _set_state(conn, ACTIVE_DETECTOR, detector)  # first write: SQLite's write lock from here
             feed.lock(conn)
             missing = conn.execute(select(func.count()).select_from(images_t).where(~_has_vector(detector))).scalar_one()
@@ -114,7 +130,7 @@ class Repository:
         if active is not None:
             return active
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 conn.execute(insert(state_t).values(key=ACTIVE_DETECTOR, value=default))
                 feed.lock(conn)
                 feed.append(conn, feed.ACTIVATE, None, default)
@@ -131,7 +147,7 @@ class Repository:
         if found is not None:
             return found
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 conn.execute(insert(state_t).values(key=COLLECTION_ID, value=uuid.uuid4().hex))
         except IntegrityError:
             pass  # another process made it first
@@ -208,8 +224,16 @@ class Repository:
     def vectors(self, detector: str) -> tuple[np.ndarray, np.ndarray]:
         """All stored vectors of one detector: (image ids int64[N], float32[N, 81]), by id."""
         v = vectors_t.c
+        rows: list[Row] = []
         with self._reading() as conn:
-            rows = conn.execute(select(v.image_id, v["values"]).where(v.detector == detector).order_by(v.image_id)).all()
+            # In pages by id, so each round trip stays short however large the collection.
+            while True:
+                after = rows[-1][0] if rows else -1
+                query = select(v.image_id, v["values"]).where(v.detector == detector, v.image_id > after)
+                page = conn.execute(query.order_by(v.image_id).limit(_SCAN_PAGE)).all()
+                rows.extend(page)
+                if len(page) < _SCAN_PAGE:
+                    break
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         matrix = np.empty((len(rows), NUM_CLASSES), dtype=np.float32)
         for i, row in enumerate(rows):
@@ -233,16 +257,6 @@ class Repository:
         with self.engine.begin() as conn:
             conn.execute(update(images_t).where(images_t.c.id == int(image_id)).values(phash=int(phash)))
 
-    def all_labels(self, ids: np.ndarray, detector: str, min_score: float) -> np.ndarray:
-        """uint64[len(ids), 2]: the class bits (see ``bulk.read_labels``) of each of ``ids``, in order."""
-        found_ids, masks = bulk.read_labels(self.engine, detector, min_score)
-        labels = np.zeros((len(ids), 2), dtype=np.uint64)
-        if len(found_ids):
-            pos = np.clip(np.searchsorted(found_ids, ids), 0, len(found_ids) - 1)
-            hit = found_ids[pos] == ids
-            labels[hit] = masks[pos[hit]]
-        return labels
-
     def vectors_of(self, ids: Sequence[int], detector: str) -> dict[int, np.ndarray]:
         """Stored vectors of some images for one detector: image id -> float32[81]."""
         v = vectors_t.c
@@ -256,8 +270,15 @@ class Repository:
 
     def missing_vectors(self, detector: str) -> list[ImageRecord]:
         """Images that have no vector for ``detector`` yet, oldest first."""
+        found: list[ImageRecord] = []
         with self._reading() as conn:
-            return [_record(r) for r in conn.execute(select(images_t).where(~_has_vector(detector)).order_by(images_t.c.id))]
+            while True:
+                after = found[-1].id if found else -1
+                query = select(images_t).where(~_has_vector(detector), images_t.c.id > after).order_by(images_t.c.id)
+                page = [_record(r) for r in conn.execute(query.limit(_SCAN_PAGE))]
+                found.extend(page)
+                if len(page) < _SCAN_PAGE:
+                    return found
 
     def detectors(self) -> dict[str, int]:
         """Detector name -> number of images with a vector from it."""

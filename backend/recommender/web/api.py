@@ -21,8 +21,9 @@ from ..config import Settings
 from ..service import ImageFile, Recommender, ServiceError
 from .asking import ask_from_request, collapse_from_request
 from .errors import ApiError
+from .health import HealthProbe, Stalled
 from .limits import UploadGate
-from .loading import ServiceLoader
+from .loading import RETRY_AFTER, ServiceLoader
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 UPLOAD_FIELD = "file_to_upload"
@@ -38,6 +39,7 @@ class WebContext:
     settings: Settings
     loader: ServiceLoader
     uploads: UploadGate
+    health: HealthProbe
 
 
 def _context() -> WebContext:
@@ -100,6 +102,9 @@ def upload_file() -> tuple[Response, int, dict[str, str]]:
     upload = request.files.get(UPLOAD_FIELD)
     if upload is None:
         raise ApiError(400, "missing_file", f"Send the photo as multipart/form-data in the field '{UPLOAD_FIELD}'.")
+    sent = len(list(request.files.items(multi=True)))
+    if sent > 1:
+        raise ApiError(400, "too_many_files", f"Send one photo per request; this request holds {sent} files.")
     data = upload.read()
     ask, collapse = ask_from_request(), collapse_from_request()  # checked before anything is stored
     with context.uploads.admit():
@@ -181,9 +186,12 @@ def healthz() -> tuple[Response, int]:
         response.headers["Retry-After"] = "3"
         return response, 503
     try:
-        status = loader.get().queries.status()
-    except ServiceError as exc:  # the database went away after start-up
-        return _no_store(jsonify({"status": "error", "message": exc.message})), 503
+        status = context.health.run()
+    except (ServiceError, Stalled) as exc:  # the database went away (or stopped answering) after start-up
+        message = exc.public if isinstance(exc, ServiceError) else str(exc)
+        response = _no_store(jsonify({"status": "error", "message": message}))
+        response.headers["Retry-After"] = RETRY_AFTER
+        return response, 503
     body = {
         "status": "ok",
         **shapes.status_json(status),

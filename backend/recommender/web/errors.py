@@ -8,12 +8,18 @@ with its trace on the server and answered with a generic 500.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER = "5"  # seconds, for 503 answers
+# A refused body is read (and dropped) up to this multiple of the limit, for this long at most.
+DRAIN_FACTOR = 4
+DRAIN_SECONDS = 10.0
 
 # Codes for the HTTP errors Flask and Werkzeug raise themselves (routing, body size, methods).
 _HTTP_CODES: dict[int, str] = {
@@ -63,8 +69,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        # The limit people set and read about is the photo's (MAX_UPLOAD_MB); the body may
+        # exceed it by the multipart framing, which is nobody's business.
+        limit = current_app.config.get("UPLOAD_LIMIT_BYTES") or current_app.config.get("MAX_CONTENT_LENGTH")
         detail = f" The limit is {_megabytes(limit)}." if limit else ""
+        drain_request_body(DRAIN_FACTOR * (current_app.config.get("MAX_CONTENT_LENGTH") or 0))
         return error_response(413, "payload_too_large", f"The upload is too large.{detail}")
 
     @app.errorhandler(HTTPException)
@@ -88,10 +97,40 @@ def register_error_handlers(app: Flask) -> None:
         status = _status_of(exc)
         code = getattr(exc, "code", None)
         if status is not None and isinstance(code, str):
-            # ImageError, service errors and other domain errors that know their HTTP status.
-            return error_response(status, code, str(exc))
+            # ImageError, service errors and other domain errors that know their HTTP status;
+            # ``public`` leaves out what only the operator should see (database hosts, paths).
+            return error_response(status, code, getattr(exc, "public", None) or str(exc), _retry_headers(status))
         log.exception("unhandled error while serving a request")
         return error_response(500, "internal_error", "Something went wrong on the server; the error was logged.")
+
+
+def _retry_headers(status: int) -> dict[str, str]:
+    # A busy or unavailable service is worth asking again shortly; clients and the page honour it.
+    return {"Retry-After": RETRY_AFTER} if status == 503 else {}
+
+
+def drain_request_body(max_bytes: int, max_seconds: float = DRAIN_SECONDS) -> None:
+    """Read and discard what is left of the request body, up to a bound.
+
+    A client that sends its whole body before reading the answer (Python's urllib, curl
+    without Expect) would otherwise see the connection closed under it (a broken pipe) instead
+    of the 413. Beyond ``max_bytes`` or ``max_seconds`` the connection is simply closed.
+    """
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        return
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return
+    deadline, left = time.monotonic() + max_seconds, max_bytes
+    try:
+        while left > 0 and time.monotonic() < deadline:
+            chunk = stream.read(min(left, 64 * 1024))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except OSError:  # the client gave up: nothing to save
+        return
 
 
 def _megabytes(limit: int) -> str:

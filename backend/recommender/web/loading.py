@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..errors import UserError
 from ..service import Recommender
 from .errors import ApiError
 
@@ -35,6 +36,7 @@ class ServiceLoader:
         self._follow = follow
         self._service: Recommender | None = None
         self._error: str | None = None
+        self._public_error: str | None = None
         self._ready = threading.Event()
         self._started = False
         self._lock = threading.Lock()
@@ -78,10 +80,13 @@ class ServiceLoader:
             if message != self._error:  # a retry failing the same way adds nothing to the log
                 log.exception("the recommender service could not start")
             self._error = message
+            # Clients see what went wrong in general terms; the driver's text (hosts, ports) and
+            # paths stay in the log.
+            self._public_error = exc.public if isinstance(exc, UserError) else "see the server log"
             return False
         else:
             self._service = service
-            self._error = None
+            self._error = self._public_error = None
             self.seconds = time.perf_counter() - started
             log.info("service ready in %.1f s: detector %s, %d images indexed",
                      self.seconds, snapshot.detector, len(snapshot.index))  # type: ignore[arg-type]
@@ -95,7 +100,8 @@ class ServiceLoader:
 
     @property
     def error(self) -> str | None:
-        return self._error
+        """Why the last start failed, in words fit for any client (None: no failure)."""
+        return self._public_error
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the first attempt finished (successfully or not); True when ready."""
@@ -106,8 +112,9 @@ class ServiceLoader:
         service = self._service
         if service is not None:
             return service
-        if self._error is not None:
-            raise ApiError(503, "unavailable", f"The service could not start: {self._error}")
+        if self._public_error is not None:
+            raise ApiError(503, "unavailable", f"The service could not start: {self._public_error}",
+                           {"Retry-After": RETRY_AFTER})
         raise ApiError(
             503,
             "loading",

@@ -7,7 +7,7 @@ index) must be built inside each worker process, after the fork.
 from __future__ import annotations
 
 from ..config import Settings
-from .app import configure_logging, create_app
+from .app import configure_worker, create_app
 
-configure_logging()
+configure_worker()
 app = create_app(Settings.from_env())
