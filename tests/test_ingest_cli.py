@@ -280,3 +280,27 @@ def test_reindex_reports_what_it_computed_and_what_the_index_serves(migrated, co
     refused = _invoke(no_weights, "reindex", "--detector", "maskrcnn", "--activate")
     assert refused.exit_code == 1 and "mask_rcnn_coco.h5" in refused.stderr
     assert json.loads(_invoke(migrated, "similar", "--json", coco_dev_images[0].name).stdout)["detector"] == "yolov5s"
+
+
+def test_pruning_the_change_feed_keeps_every_answer_right(migrated, coco_dev_images) -> None:
+    """After `db prune-feed`, an index snapshot older than the pruned rows is rebuilt, not
+    replayed with a gap; later changes are numbered on from the kept newest row."""
+    photos = coco_dev_images[:7]
+    _invoke(migrated, "ingest", "--quiet", *map(str, photos[:3]))
+    query = photos[0].name
+    assert json.loads(_invoke(migrated, "similar", query, "--json").stdout)["total"] == 2  # snapshot saved here
+
+    _invoke(migrated, "ingest", "--quiet", *map(str, photos[3:6]))
+    _invoke(migrated, "delete", photos[1].name)
+    pruned = _invoke(migrated, "db", "prune-feed", "--keep-days", "0")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.stdout.startswith("Removed 7 changes")  # 1 activation + 6 vectors + 1 delete, minus the newest
+
+    page = json.loads(_invoke(migrated, "similar", query, "--json").stdout)
+    assert page["total"] == 4
+    assert {r["name"] for r in page["results"]} == {p.name for p in photos[2:6]}
+
+    _invoke(migrated, "ingest", "--quiet", str(photos[6]))
+    page = json.loads(_invoke(migrated, "similar", query, "--json").stdout)
+    assert page["total"] == 5 and photos[6].name in {r["name"] for r in page["results"]}
+    assert _invoke(migrated, "db", "prune-feed").stdout.startswith("Removed 0 changes older than 7 days")

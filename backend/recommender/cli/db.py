@@ -1,4 +1,4 @@
-"""``recommender db``: database migrations and media housekeeping; shared database options."""
+"""``recommender db``: database migrations, media and change-feed housekeeping; shared database options."""
 
 from __future__ import annotations
 
@@ -93,3 +93,19 @@ def db_clean_media(settings: Settings, older_than: float) -> None:
     with open_service(settings) as service:
         removed = service.admin.clean_orphans(older_than=older_than)
     click.echo(f"Removed {removed} orphan file{'s' if removed != 1 else ''}.")
+
+
+@db.command("prune-feed")
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    default=7,
+    show_default=True,
+    help="Keep the changes of this many last days; a server stopped for longer rebuilds its index when it starts.",
+)
+@database_options
+def db_prune_feed(settings: Settings, keep_days: float) -> None:
+    """Forget old rows of the change feed (it grows by one row per stored vector or deletion)."""
+    with open_service(settings) as service:
+        removed = service.admin.prune_feed(keep_days)
+    click.echo(f"Removed {removed} change{'s' if removed != 1 else ''} older than {keep_days:g} days.")

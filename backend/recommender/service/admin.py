@@ -1,9 +1,11 @@
-"""Operator use cases: delete an image, compute another detector's vectors and switch to it, clean media."""
+"""Operator use cases: delete an image, compute another detector's vectors and switch to it, clean media
+and the change feed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
+from datetime import datetime, timedelta, timezone
 
 from ..detection import Detections
 from ..images import WORKING_SIDE, ImageError, decode_image
@@ -143,3 +145,12 @@ class Admin:
         with database_errors():
             orphans = self._media.find_orphans(self._repository.existing_sha256, older_than=grace)
         return self._media.remove_files(orphans)
+
+    def prune_feed(self, keep_days: float) -> int:
+        """Forget changes older than ``keep_days`` (the newest is always kept); count them.
+
+        Every process that follows the feed is normally less than a second behind; one further
+        behind than the pruning (stopped for longer, say) rebuilds its index from the tables.
+        """
+        with database_errors():
+            return self._repository.prune_feed(datetime.now(timezone.utc) - timedelta(days=keep_days))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 
 from .schema import changes as changes_t
 
@@ -76,3 +76,15 @@ def since(conn: Connection, position: int, limit: int) -> list[Change]:
     c = changes_t.c
     query = select(c.seq, c.kind, c.image_id, c.detector).where(c.seq > int(position)).order_by(c.seq).limit(limit)
     return [Change(int(r.seq), r.kind, r.image_id, r.detector) for r in conn.execute(query)]
+
+
+def prune(conn: Connection, before: datetime) -> int:
+    """Delete the changes recorded before ``before``, always keeping the newest; count them.
+
+    The newest row stays because ``append`` numbers from it: an empty feed would start again
+    at 1 and followers further on would wait forever. A follower (or a snapshot file) whose
+    position the pruning passed notices the gap through ``oldest`` and rebuilds.
+    """
+    newest = head(conn)
+    c = changes_t.c
+    return conn.execute(delete(changes_t).where(c.created_at < before, c.seq < newest)).rowcount or 0

@@ -165,6 +165,10 @@ class Repository:
         with self._reading() as conn:
             return feed.head(conn)
 
+    def prune_feed(self, before: datetime) -> int:
+        with self._writing() as conn:
+            return feed.prune(conn, before)
+
     def feed_since(self, position: int, limit: int) -> tuple[list[feed.Change], int]:
         """Changes after ``position`` (at most ``limit``) and the oldest sequence number kept."""
         with self._reading() as conn:
