@@ -79,33 +79,27 @@ def db_current(settings: Settings) -> None:
     click.echo(f"head:    {head}")
 
 
+def _age_option(name: str, default: float, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(name, type=click.FloatRange(min=0), default=default, show_default=True, help=help)
+
+
+def _removed(count: int, what: str) -> str:
+    return f"Removed {count} {what}{'s' if count != 1 else ''}"
+
+
 @db.command("clean-media")
-@click.option(
-    "--older-than",
-    type=click.FloatRange(min=0),
-    default=600,
-    show_default=True,
-    help="Only remove orphan files older than this many seconds (an ingest elsewhere may still own newer ones).",
-)
+@_age_option("--older-than", 600, "Only remove orphan files older than this many seconds (an ingest elsewhere may still own newer ones).")
 @database_options
 def db_clean_media(settings: Settings, older_than: float) -> None:
     """Remove media files that no image row owns (left behind by a killed ingest)."""
     with open_service(settings) as service:
-        removed = service.admin.clean_orphans(older_than=older_than)
-    click.echo(f"Removed {removed} orphan file{'s' if removed != 1 else ''}.")
+        click.echo(_removed(service.admin.clean_orphans(older_than=older_than), "orphan file") + ".")
 
 
 @db.command("prune-feed")
-@click.option(
-    "--keep-days",
-    type=click.FloatRange(min=0),
-    default=7,
-    show_default=True,
-    help="Keep the changes of this many last days; a server stopped for longer rebuilds its index when it starts.",
-)
+@_age_option("--keep-days", 7, "Keep the changes of this many last days; a server stopped for longer rebuilds its index when it starts.")
 @database_options
 def db_prune_feed(settings: Settings, keep_days: float) -> None:
     """Forget old rows of the change feed (it grows by one row per stored vector or deletion)."""
     with open_service(settings) as service:
-        removed = service.admin.prune_feed(keep_days)
-    click.echo(f"Removed {removed} change{'s' if removed != 1 else ''} older than {keep_days:g} days.")
+        click.echo(_removed(service.admin.prune_feed(keep_days), "change") + f" older than {keep_days:g} days.")
