@@ -27,6 +27,7 @@ from recommender.detection import Detector, DetectorError, create_detector
 from recommender.detection.fetch import fetch_yolov5
 from recommender.service import Recommender
 from recommender.web import create_app
+from recommender.web.frontend import PACKAGED_PAGE
 
 ADMIN_TOKEN = "s3cret-admin-token"
 MAX_UPLOAD_MB = 1
@@ -488,7 +489,10 @@ def test_the_page_and_its_files_are_served(api: Api) -> None:
     html = page.get_data(as_text=True)
     assert "/static/app.js" in html and "/static/style.css" in html
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
-    for asset, mimetype in (("app.js", "text/javascript"), ("style.css", "text/css")):
+    # The page's script is a set of ES modules; a browser runs a module only when served as JavaScript.
+    modules = sorted(path.name for path in PACKAGED_PAGE.glob("*.js"))
+    assert "app.js" in modules and len(modules) > 1
+    for asset, mimetype in [(name, "text/javascript") for name in modules] + [("style.css", "text/css")]:
         response = api.client.get(f"/static/{asset}")
         assert response.status_code == 200 and response.mimetype == mimetype
     assert_error(api.client.get("/static/../backend/recommender/config.py"), 404)

@@ -37,7 +37,10 @@ def frontend_blueprint(directory: Path) -> Blueprint:
     @bp.get("/static/<path:filename>")
     def static_file(filename: str) -> Response:
         # send_from_directory refuses paths escaping the directory (404), so no traversal.
-        response = send_from_directory(directory, filename, max_age=0)
+        # The type of .js is set here, not read from the host's table (which may say text/plain):
+        # a browser refuses to run a module script served without a JavaScript type.
+        kind = {"mimetype": "text/javascript"} if filename.endswith(".js") else {}
+        response = send_from_directory(directory, filename, max_age=0, **kind)
         # Revalidate on every load (cheap 304 via ETag) so a new release is never half-cached.
         response.headers["Cache-Control"] = "no-cache"
         return response
