@@ -1,7 +1,7 @@
 """Retrieval quality of a ranking, measured against ground-truth category sets.
 
-The metric is the one DESIGN.md ("Retrieval quality") defines, so numbers from here can be
-compared with FACTS.md's baselines:
+The metric is the project's design metric (the README's *Ranking* section), so numbers from
+here compare with the baselines published for this task:
 
 * the gallery is a labelled image set; every image with at least one label is a query and
   its results are the *other* gallery images, best first;
@@ -14,7 +14,7 @@ compared with FACTS.md's baselines:
 Images without labels stay in the gallery (they can be returned, as misses) but are not
 queries. Everything is averaged over queries.
 
-Reproducing FACTS.md's reference row (Mask R-CNN vectors, Euclidean on raw scores, gallery =
+Reproducing the reference design's published row (Mask R-CNN vectors, Euclidean on raw scores, gallery =
 the 400 coco_dev images, 0.676 / 0.870 / 0.941) needs nothing more than this: those 400
 vectors are pairwise distinct, so no tie reaches the cut and the tie-break order (here the
 gallery order, which the index breaks ties by) does not change the number.
@@ -49,13 +49,6 @@ class RetrievalScores:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
-
-
-def jaccard(a: Collection[str], b: Collection[str]) -> float:
-    """|a ∩ b| / |a ∪ b|; two empty sets share nothing, so 0."""
-    a, b = set(a), set(b)
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
 
 
 def _discounts(k: int) -> np.ndarray:
