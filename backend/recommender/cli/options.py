@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import click
 
-from ..detection import DETECTOR_NAMES
+from ..detection import CHOICES
 
 F = TypeVar("F", bound=Callable)
 
@@ -22,5 +22,6 @@ def detector_options(command: F) -> F:
         help="Where weights live (default: WEIGHTS_DIR, DATA_DIR/weights).",
     )(command)
     return click.option(
-        "--detector", type=click.Choice(DETECTOR_NAMES), default=None, help="Which detector (default: DETECTOR, yolov5s)."
+        "--detector", type=click.Choice(CHOICES), default=None,
+        help="Which detector: a model (completed by DETECT_PROFILE) or a full name (default: DETECTOR, yolov5s)."
     )(command)

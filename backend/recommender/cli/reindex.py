@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..config import Settings
-from ..detection import DETECTOR_NAMES
+from ..detection import CHOICES, DetectorError, resolve
 from ..service import ServiceError
 from . import main
 from .db import database_options, open_service
@@ -17,9 +17,10 @@ from .progress import ProgressBar
 @main.command("reindex")
 @click.option(
     "--detector",
-    type=click.Choice(DETECTOR_NAMES),
+    type=click.Choice(CHOICES),
     default=None,
-    help="Detector to compute vectors for (default: the one the index serves now).",
+    help="Detector to compute vectors for: a model (completed by DETECT_PROFILE) or a full name "
+    "(default: the one the index serves now).",
 )
 @click.option("--activate", is_flag=True, help="Afterwards, serve this detector's vectors (every running server follows).")
 @click.option("--hashes", is_flag=True,
@@ -34,6 +35,11 @@ def reindex(settings: Settings, detector: str | None, activate: bool, hashes: bo
     if hashes:
         _hashes(settings, quiet)
         return
+    if detector is not None:
+        try:
+            detector = resolve(detector, settings.detect_profile).name
+        except DetectorError as exc:
+            raise click.ClickException(str(exc)) from None
     def work(service, progress):
         result = service.admin.reindex(detector, activate=activate, progress=progress)
         return result, service.queries.status() if result.activated else None
