@@ -34,6 +34,7 @@ def class_values(
     aggregation: str = "max",
     floor: float = SCORE_FLOOR,
     max_boxes: int = MAX_BOXES,
+    iou_threshold: float = NMS_IOU,
 ) -> np.ndarray:
     """float32[81] (slot 0, background, is 0) from candidates [N, 85] (centre, size, objectness,
     class probabilities). ``scores`` = objectness × probabilities [N, 80], if already computed."""
@@ -45,7 +46,7 @@ def class_values(
         return values
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
-    kept = kept_box_scores(prediction, scores, floor=floor, max_boxes=max_boxes)
+    kept = kept_box_scores(prediction, scores, floor=floor, max_boxes=max_boxes, iou_threshold=iou_threshold)
     if kept is None:
         return values
     classes, box_scores = kept  # [C], [C, max_boxes] (0 where a class has fewer boxes)
