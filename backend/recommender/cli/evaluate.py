@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from ..config import Settings
-from ..detection import CHOICES, DetectorSpec, lookup
+from ..detection import DetectorSpec, lookup
 from ..evaluation import (
     DEFAULT_K,
     EvaluationInputError,
@@ -22,6 +22,7 @@ from ..evaluation import (
 )
 from ..vectors import RANKINGS, Ranking, detector_ranking
 from . import main
+from .options import detector_option
 
 
 @main.command("eval")
@@ -33,13 +34,7 @@ from . import main
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help='Ground truth: JSON {"images": {file name: [category, ...]}} (coco_dev layout) or the bare mapping.',
 )
-@click.option(
-    "--detector",
-    type=click.Choice(CHOICES),
-    default=None,
-    help="Detector for an images folder, or the one that made a vectors file (its calibration ranks them); "
-    "a model is completed by DETECT_PROFILE (default: DETECTOR).",
-)
+@detector_option("Detector for an images folder, or the one that made a vectors file (its calibration ranks them)")
 @click.option("--k", "k", type=click.IntRange(1, 100), default=DEFAULT_K, show_default=True, help="Cut-off of the metrics.")
 @click.option(
     "--ranking",

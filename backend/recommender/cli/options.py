@@ -13,6 +13,12 @@ from ..detection import CHOICES
 F = TypeVar("F", bound=Callable)
 
 
+def detector_option(purpose: str, default: str = "DETECTOR") -> Callable[[F], F]:
+    """``--detector``: a model (completed by DETECT_PROFILE) or a full registry name."""
+    return click.option("--detector", type=click.Choice(CHOICES), default=None,
+                        help=f"{purpose}: a model (completed by DETECT_PROFILE) or a full name (default: {default}).")
+
+
 def detector_options(command: F) -> F:
     """``--detector`` and ``--weights-dir``, both defaulting to the settings (DETECTOR, WEIGHTS_DIR)."""
     command = click.option(
@@ -21,7 +27,4 @@ def detector_options(command: F) -> F:
         default=None,
         help="Where weights live (default: WEIGHTS_DIR, DATA_DIR/weights).",
     )(command)
-    return click.option(
-        "--detector", type=click.Choice(CHOICES), default=None,
-        help="Which detector: a model (completed by DETECT_PROFILE) or a full name (default: DETECTOR, yolov5s)."
-    )(command)
+    return detector_option("Which detector", "DETECTOR, yolov5s")(command)

@@ -7,21 +7,16 @@ import sys
 import click
 
 from ..config import Settings
-from ..detection import CHOICES, DetectorError, resolve
+from ..detection import DetectorError, resolve
 from ..service import ServiceError
 from . import main
 from .db import database_options, open_service
+from .options import detector_option
 from .progress import ProgressBar
 
 
 @main.command("reindex")
-@click.option(
-    "--detector",
-    type=click.Choice(CHOICES),
-    default=None,
-    help="Detector to compute vectors for: a model (completed by DETECT_PROFILE) or a full name "
-    "(default: the one the index serves now).",
-)
+@detector_option("Detector to compute vectors for", "the one the index serves now")
 @click.option("--activate", is_flag=True, help="Afterwards, serve this detector's vectors (every running server follows).")
 @click.option("--hashes", is_flag=True,
               help="Instead: compute the perceptual hash (near-duplicate folding) of images stored without one.")

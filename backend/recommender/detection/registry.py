@@ -66,34 +66,25 @@ _BUILDERS: dict[str, Callable[[Path, DetectorSpec, int | None, float | None], De
     "maskrcnn": _maskrcnn,
 }
 
-_YOLO_640 = "YOLOv5s (COCO) on ONNX Runtime, input 640"
+
+def _yolov5s(profile: str, description: str, calibration: tuple[float, float], **options: Any) -> DetectorSpec:
+    """A YOLOv5s entry with noisy-OR class values; its name says the profile and the aggregation."""
+    return DetectorSpec(f"yolov5s-{profile}-noisy-or", "yolov5s", profile, f"YOLOv5s (COCO) on ONNX Runtime, {description}",
+                        {"aggregation": "noisy-or", **options}, threaded=True, aggregation="noisy-or",
+                        calibration=calibration)
+
+
+# Calibrations: chosen on coco_dev by bench/aggregation.py, each kept a positive split-half gain.
 _SPECS = (
-    DetectorSpec(
-        "yolov5s-balanced-noisy-or",
-        "yolov5s",
-        "balanced",
-        f"{_YOLO_640}, class value = noisy-OR of the class's boxes after NMS",
-        {"aggregation": "noisy-or"},
-        threaded=True,
-        aggregation="noisy-or",
-        calibration=(1.0, 1.3),  # bench/aggregation.py, chosen on coco_dev (split-half checked)
-    ),
-    DetectorSpec(
-        "yolov5s-quality-noisy-or",
-        "yolov5s",
-        "quality",
-        "YOLOv5s (COCO) on ONNX Runtime, inputs 640 and 832 and their mirror images (4 passes), noisy-OR",
-        {"aggregation": "noisy-or", "passes": ((640, True), (832, False), (832, True))},
-        threaded=True,
-        aggregation="noisy-or",
-        calibration=(1.75, 1.3),
-    ),
+    _yolov5s("balanced", "input 640, class value = noisy-OR of the class's boxes after NMS", (1.0, 1.3)),
+    _yolov5s("quality", "inputs 640 and 832 and their mirror images (4 passes averaged), noisy-OR", (1.25, 1.45),
+             passes=((640, True), (832, False), (832, True))),
     # The stored name of every YOLOv5s vector before aggregations had names.
     DetectorSpec(
         "yolov5s",
         "yolov5s",
         "legacy",
-        f"{_YOLO_640}, class value = best candidate score (superseded by the balanced profile)",
+        "YOLOv5s (COCO) on ONNX Runtime, input 640, class value = best candidate score (superseded by balanced)",
         threaded=True,
         superseded=True,
     ),
