@@ -65,6 +65,20 @@ def test_on_a_real_photo_noisy_or_raises_classes_with_many_boxes_only(yolo_weigh
     assert np.array_equal(combined[faint], best[faint])
 
 
+def test_the_quality_profile_averages_four_views_and_keeps_the_balanced_boxes(yolo_weights: Path, coco_dev_dir: Path) -> None:
+    rgb = read_image_file(coco_dev_dir / "images" / PEOPLE_PHOTO).rgb
+    balanced = create_detector(resolve("yolov5s", "balanced"), yolo_weights)
+    quality = create_detector(resolve("yolov5s", "quality"), yolo_weights)
+    plain, averaged = balanced.detect(rgb), quality.detect(rgb)
+    # Boxes (what the page shows) come from the photo itself, at 640, in both profiles.
+    np.testing.assert_array_equal(plain.class_ids, averaged.class_ids)
+    np.testing.assert_allclose(plain.boxes, averaged.boxes, atol=1e-3)
+    views = [balanced.candidates(rgb, size, flip=flip) for size in (640, 832) for flip in (False, True)]
+    expected = np.mean([class_values(v, aggregation="noisy-or") for v in views], axis=0)
+    np.testing.assert_allclose(averaged.class_scores, expected, atol=1e-5)
+    assert not np.allclose(averaged.class_scores, plain.class_scores, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- profiles
 
 
