@@ -285,13 +285,17 @@ def coco_dev_yolo_vectors(yolo_weights: Path, coco_dev_images: list[Path]) -> tu
 def test_default_detector_and_ranking_reach_the_quality_targets(
     coco_dev_yolo_vectors: tuple[list[str], np.ndarray], coco_dev_labels: dict[str, list[str]]
 ) -> None:
-    # The whole coco_dev gallery through the real YOLOv5s and the service's ranking
-    # (README table: 0.782 / 0.918 / 0.974; FACTS.md's sqrt + cosine: 0.771 / 0.913 / 0.968).
+    # The whole coco_dev gallery through the real YOLOv5s (default profile: noisy-OR class
+    # values) and the service's ranking with that entry's calibration. README: 0.789 / 0.920 /
+    # 0.973; the max class value of earlier versions: 0.781 / 0.917 / 0.973; FACTS.md's sqrt +
+    # cosine: 0.771 / 0.913 / 0.968.
+    from recommender.detection import resolve
+
     names, vectors = coco_dev_yolo_vectors
     assert len(names) == 400
-    default = evaluate_vectors(names, vectors, coco_dev_labels)
+    default = evaluate_vectors(names, vectors, coco_dev_labels, ranking=detector_ranking(resolve("yolov5s").name))
     previous = evaluate_vectors(names, vectors, coco_dev_labels, ranking=RANKINGS["sqrt-cosine"])
-    assert default.ndcg >= 0.78
-    assert default.precision >= 0.913
-    assert default.map >= 0.968
+    assert default.ndcg >= 0.785
+    assert default.precision >= 0.917
+    assert default.map >= 0.972
     assert default.ndcg > previous.ndcg + 0.005
