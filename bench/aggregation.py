@@ -247,16 +247,22 @@ def quality(args: argparse.Namespace, images: list[Path], labels: dict[str, list
     today = baseline.scores((1.75, 1.3))
     print(f"{'max (today, as shipped)':22s} {'640':14s} {1.75:5.2f} {1.3:5.2f}  {today.ndcg:.4f} / {today.precision:.4f} / "
           f"{today.map:.4f}")
+    shipped: dict[str, Scored] = {}
     for passes_name, passes in PASSES.items():
         for aggregation in chosen:
             vectors = vectors_of([raw[key] for key in passes], AGGREGATES[aggregation], aggregation == "max",
                                  aggregation.startswith("noisy-or"))
             scored = Scored(names, vectors, labels)
+            if aggregation == "noisy-or":
+                shipped[passes_name] = scored
             ab = scored.best()
             s = scored.scores(ab)
             mean, low, high = split_half(scored, baseline)
             print(f"{aggregation:22s} {passes_name:14s} {ab[0]:5.2f} {ab[1]:5.2f}  {s.ndcg:.4f} / {s.precision:.4f} / "
                   f"{s.map:.4f}   {mean:+.4f} ({low:+.4f} .. {high:+.4f})", flush=True)
+    if len(shipped) == len(PASSES):  # does the second scale earn its passes? (same split-half check)
+        mean, low, high = split_half(shipped["640+832+flip"], shipped["640+flip"])
+        print(f"noisy-or, 640+832+flip against 640+flip: NDCG@{K} gain {mean:+.4f} ({low:+.4f} .. {high:+.4f})")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Ranking (measured by ``bench/ranking.py``; numbers in the README):
 
-1. **Calibrate** each raw score s (YOLOv5s: max over 25,200 candidates of objectness × class
-   probability) to a probability that the class is present,
+1. **Calibrate** each raw score s (YOLOv5s: the aggregation of its ~25,000 candidates'
+   objectness × class probability, ``detection/aggregate.py``) to a probability that the class is present,
    ``p = s^b / (s^b + e^(-a) (1 - s)^b)`` (logistic in logit(s): logit p = a + b·logit s),
    a = 1.75, b = 1.3 by default; each detector entry carries the (a, b) fitted to its class
    values (``DetectorSpec.calibration``, ``detector_ranking``). Raw YOLO scores are under-confident: among classes scoring 0.2-0.3 on

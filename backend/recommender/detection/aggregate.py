@@ -68,11 +68,13 @@ def kept_box_scores(
     if rows.size == 0:
         return None
     sub = scores[rows]
-    classes = np.flatnonzero(sub.max(axis=0) >= floor)
+    counts = np.count_nonzero(sub >= floor, axis=0)
+    classes = np.flatnonzero(counts)
     if classes.size == 0:
         return None
     sub = sub[:, classes]  # [R, C]
-    n = min(PER_CLASS_CANDIDATES, rows.size)
+    # Candidates under the floor are never kept: no class needs more columns than its count.
+    n = min(PER_CLASS_CANDIDATES, int(counts.max()))
     top = np.argpartition(-sub, n - 1, axis=0)[:n] if n < rows.size else np.broadcast_to(np.arange(n)[:, None], (n, classes.size))
     top_scores = np.take_along_axis(sub, top, axis=0)  # [n, C]
     order = np.argsort(-top_scores, axis=0, kind="stable")
@@ -82,9 +84,8 @@ def kept_box_scores(
     keep = _batched_nms(_corners(prediction[rows[top], :4]), valid, iou_threshold)
     # The first max_boxes kept boxes of each class, in score order.
     keep &= np.cumsum(keep, axis=1) <= max_boxes
-    width = min(max_boxes, n)
     rank = np.cumsum(keep, axis=1) - 1
-    out = np.zeros((classes.size, width), dtype=np.float32)
+    out = np.zeros((classes.size, max_boxes), dtype=np.float32)
     c_idx, j_idx = np.nonzero(keep)
     out[c_idx, rank[c_idx, j_idx]] = top_scores[c_idx, j_idx]
     return classes, out
@@ -109,4 +110,6 @@ def _batched_nms(boxes: np.ndarray, valid: np.ndarray, iou_threshold: float) -> 
     for j in range(valid.shape[1]):
         keep[:, j] = alive[:, j]
         alive &= ~(keep[:, j, None] & overlaps[:, j, :])
+        if j % 8 == 7 and not alive[:, j + 1 :].any():
+            break
     return keep
