@@ -323,6 +323,18 @@ def report(modes: dict[str, Mode], baseline: str | None) -> dict[str, dict]:
     return results
 
 
+def compare_profiles(modes: dict[str, Mode], profiles: list[str]) -> None:
+    """Each profile's ingest rate against the first profile's, same backend, per round."""
+    for name, m in modes.items():
+        for profile in profiles[1:]:
+            if f" {profile} (" in name:
+                ref = modes[name.replace(f" {profile} (", f" {profiles[0]} (")]
+                ratios = [a / b for a, b in zip(m.round_rates, ref.round_rates)]
+                print(f"{name} against {profiles[0]}: images/s ratio per round median {statistics.median(ratios):.3f}, "
+                      f"overall {m.images / m.wall / (ref.images / ref.wall):.3f}; CPU ms/photo "
+                      f"{1000 * m.cpu / m.images:.1f} against {1000 * ref.cpu / ref.images:.1f}")
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"median": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]}
@@ -374,6 +386,7 @@ def main() -> None:
         baseline = next((n for n in runners if n.startswith("ingest-postgresql") and f"={os.cpu_count()}" in n),
                         next((n for n in runners if n.startswith("ingest-postgresql")), None))
         results = report(modes, baseline if outside else None)
+        compare_profiles(modes, args.profiles.split(","))
         if outside and baseline:
             check_queue_results(services, baseline, photos)
     load_end = os.getloadavg()
