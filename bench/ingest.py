@@ -27,11 +27,13 @@ hold every photo exactly once, with the vectors in-process ingest stored.
 
     .venv/bin/python bench/ingest.py                         # coco_dev, 400 photos
     .venv/bin/python bench/ingest.py --limit 100 --detect-workers 1,2 --queue-workers ""
+    .venv/bin/python bench/ingest.py --profiles legacy,balanced --queue-workers ""   # a profile against another
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -224,21 +226,24 @@ def build_runners(args, stack: ExitStack) -> tuple[dict[str, Callable], dict[str
     runners: dict[str, Callable] = {"detect-only": lambda chunk: run_detect_only(detector, chunk)}
     outside: dict[str, Callable[[], dict[str, float]]] = {}
     services: dict[str, object] = {}
-    for workers in [int(w) for w in args.detect_workers.split(",")]:
-        for backend in ("sqlite", "postgresql"):
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ingest-")))
-            if backend == "sqlite":
-                url = f"sqlite:///{tmp}/bench.sqlite3"
-            else:
-                url, drop = fresh_postgres(args.postgres_url)
-                stack.callback(drop)
-            # The service's own detector set-up, exactly as `recommender ingest` gets it.
-            settings = Settings(data_dir=tmp, database_url=url, weights_dir=args.weights_dir, detect_threads=workers)
-            service = bootstrap.build(settings, migrate=True)
-            stack.callback(service.close)
-            service.ingest.load_detector()
-            name = f"ingest-{backend} (detect_workers={workers})"
-            runners[name], services[name] = (lambda chunk, s=service: run_ingest(s, chunk)), service
+    for workers, profile, backend in itertools.product(
+        [int(w) for w in args.detect_workers.split(",")], args.profiles.split(","), ("sqlite", "postgresql")
+    ):
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ingest-")))
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp}/bench.sqlite3"
+        else:
+            url, drop = fresh_postgres(args.postgres_url)
+            stack.callback(drop)
+        # The service's own detector set-up, exactly as `recommender ingest` gets it.
+        settings = Settings(data_dir=tmp, database_url=url, weights_dir=args.weights_dir, detect_threads=workers,
+                            detect_profile=profile)
+        service = bootstrap.build(settings, migrate=True)
+        stack.callback(service.close)
+        service.ingest.load_detector()
+        label = "" if args.profiles == "balanced" else f" {profile}"
+        name = f"ingest-{backend}{label} (detect_workers={workers})"
+        runners[name], services[name] = (lambda chunk, s=service: run_ingest(s, chunk)), service
     queue_workers = [int(w) for w in args.queue_workers.split(",") if w]
     if queue_workers and shutil.which("redis-server") is None:
         raise SystemExit("the queue modes need Debian's redis-server (apt-get install redis-server), or --queue-workers ''")
@@ -318,6 +323,18 @@ def report(modes: dict[str, Mode], baseline: str | None) -> dict[str, dict]:
     return results
 
 
+def compare_profiles(modes: dict[str, Mode], profiles: list[str]) -> None:
+    """Each profile's ingest rate against the first profile's, same backend, per round."""
+    for name, m in modes.items():
+        for profile in profiles[1:]:
+            if f" {profile} (" in name:
+                ref = modes[name.replace(f" {profile} (", f" {profiles[0]} (")]
+                ratios = [a / b for a, b in zip(m.round_rates, ref.round_rates)]
+                print(f"{name} against {profiles[0]}: images/s ratio per round median {statistics.median(ratios):.3f}, "
+                      f"overall {m.images / m.wall / (ref.images / ref.wall):.3f}; CPU ms/photo "
+                      f"{1000 * m.cpu / m.images:.1f} against {1000 * ref.cpu / ref.images:.1f}")
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"median": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]}
@@ -346,6 +363,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="split the photos into this many rounds")
     parser.add_argument("--weights-dir", type=Path, default=REPO / "data" / "weights")
     parser.add_argument("--postgres-url", default=DEFAULT_PG, help="server to create the fresh database on")
+    parser.add_argument("--profiles", default="balanced",
+                        help="comma-separated DETECT_PROFILE values to ingest with, e.g. legacy,balanced (same rounds)")
     parser.add_argument("--detect-workers", default="2", help="comma-separated detection concurrency levels to compare")
     parser.add_argument("--queue-workers", default="1,2", help="comma-separated numbers of queue workers ('' for none)")
     parser.add_argument("--worker-concurrency", type=int, default=0,
@@ -367,6 +386,7 @@ def main() -> None:
         baseline = next((n for n in runners if n.startswith("ingest-postgresql") and f"={os.cpu_count()}" in n),
                         next((n for n in runners if n.startswith("ingest-postgresql")), None))
         results = report(modes, baseline if outside else None)
+        compare_profiles(modes, args.profiles.split(","))
         if outside and baseline:
             check_queue_results(services, baseline, photos)
     load_end = os.getloadavg()

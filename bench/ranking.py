@@ -18,6 +18,10 @@ Datasets
                the vectors of the photo and its mirror image), only with --flip: measures
                what the detector change would bring (it doubles detection time).
 
+How the detector's box evidence becomes the class value (max, noisy-OR, top-2 mean) and what
+the detection profiles bring is measured by ``bench/aggregation.py``; ``--aggregation`` here
+ranks vectors of another aggregation (default: max, the vectors of the table in the README).
+
 Then a split-half check of the calibration constants: for 50 random halvings of the coco_dev
 queries, (a, b) is chosen on a grid by NDCG@30 on one half and scored on the other half,
 against sqrt-cosine on the same half.
@@ -41,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from recommender.classes import CLASS_NAMES, NUM_CLASSES
+from recommender.detection.aggregate import AGGREGATIONS
 from recommender.evaluation import (
     RetrievalScores,
     evaluate_rankings,
@@ -68,7 +73,8 @@ Transform = Callable[[np.ndarray], np.ndarray]
 
 
 def yolo_vectors(
-    image_paths: list[Path], cache: Path, weights_dir: Path, flip: bool = False, input_size: int | None = None
+    image_paths: list[Path], cache: Path, weights_dir: Path, flip: bool = False, input_size: int | None = None,
+    aggregation: str = "max",
 ) -> tuple[list[str], np.ndarray]:
     """Raw class-presence vectors of the photos from the real YOLOv5s detector, cached.
 
@@ -85,7 +91,7 @@ def yolo_vectors(
     from recommender.images import read_image_file
     from recommender.vectors import class_presence
 
-    detector = YoloV5Detector(weights_dir, input_size=input_size or DEFAULT_INPUT_SIZE)
+    detector = YoloV5Detector(weights_dir, input_size=input_size or DEFAULT_INPUT_SIZE, aggregation=aggregation)
     rows, seconds = [], []
     started = time.perf_counter()
     for i, path in enumerate(image_paths, 1):
@@ -116,7 +122,9 @@ def datasets(args: argparse.Namespace) -> dict[str, tuple[list[str], np.ndarray,
     dev_images = sorted((SHARED / "coco_dev" / "images").glob("*.jpg"))
 
     found: dict[str, tuple[list[str], np.ndarray, dict[str, list[str]]]] = {}
-    names, vectors = yolo_vectors(dev_images, args.cache / "yolov5s_coco_dev.npz", args.weights_dir)
+    tag = "" if args.aggregation == "max" else f"_{args.aggregation}"
+    names, vectors = yolo_vectors(dev_images, args.cache / f"yolov5s{tag}_coco_dev.npz", args.weights_dir,
+                                  aggregation=args.aggregation)
     found["dev/yolo"] = (names, vectors, dev_labels)
     if args.flip:
         names, vectors = yolo_vectors(dev_images, args.cache / "yolov5s_flip_coco_dev.npz", args.weights_dir, flip=True)
@@ -267,6 +275,7 @@ def main() -> None:
         default=[],
         help="also measure YOLOv5s at these input sizes, e.g. 512,576 (comma-separated)",
     )
+    parser.add_argument("--aggregation", default="max", choices=AGGREGATIONS, help="class value of dev/yolo")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
     args = parser.parse_args()
 

@@ -23,11 +23,13 @@ from conftest import _create_postgres_database
 from recommender import bootstrap
 from recommender.classes import CLASS_NAMES
 from recommender.config import Settings
-from recommender.detection import Detector, DetectorError, create_detector
+from recommender.detection import Detector, DetectorError, create_detector, resolve
 from recommender.detection.fetch import fetch_yolov5
 from recommender.service import Recommender
 from recommender.web import create_app
 from recommender.web.frontend import PACKAGED_PAGE
+
+DEFAULT = resolve("yolov5s").name  # the entry DETECTOR=yolov5s names by default
 
 ADMIN_TOKEN = "s3cret-admin-token"
 MAX_UPLOAD_MB = 1
@@ -42,7 +44,7 @@ def yolo(weights_dir: Path) -> Detector:
     """The real YOLOv5s detector, loaded once for the session."""
     try:
         fetch_yolov5(weights_dir)
-        detector = create_detector("yolov5s", weights_dir)
+        detector = create_detector(resolve("yolov5s"), weights_dir)
         detector.load()
     except DetectorError as exc:
         pytest.fail(f"the YOLOv5s weights are needed in {weights_dir}: {exc}")
@@ -168,7 +170,7 @@ def test_upload_stores_the_photo_and_answers_detections_and_similar_photos(fresh
     body = response.get_json()
     assert body["name"] == new_photo.name and body["duplicate"] is False
     assert response.headers["Location"] == body["url"] and body["url"].startswith(f"/images/{new_photo.name}?v=")
-    assert body["detector"] == "yolov5s"
+    assert body["detector"] == DEFAULT
     with Image.open(new_photo) as image:
         assert (body["width"], body["height"]) == image.size
     assert body["detections"], "a COCO photo should have detected objects"
@@ -249,7 +251,7 @@ def test_get_similar_pages_through_the_whole_collection(api: Api) -> None:
     first = api.client.get(f"/get_similar/{query}?page=1&per_page=2")
     assert first.status_code == 200
     body = first.get_json()
-    assert body["query"] == query and body["detector"] == "yolov5s"
+    assert body["query"] == query and body["detector"] == DEFAULT
     assert (body["page"], body["per_page"], body["total"]) == (1, 2, GALLERY_SIZE - 1)
 
     pages = [body] + [api.client.get(f"/get_similar/{query}?page={p}&per_page=2").get_json() for p in (2, 3)]
@@ -352,7 +354,7 @@ def test_thumbnail_is_a_small_jpeg_of_the_photo(api: Api, gallery_photos: list[P
 def test_detections_give_boxes_inside_the_photo(api: Api, coco_dev_labels: dict[str, list[str]]) -> None:
     name = api.gallery[0]
     body = api.client.get(f"/images/{name}/detections").get_json()
-    assert body["name"] == name and body["detector"] == "yolov5s"
+    assert body["name"] == name and body["detector"] == DEFAULT
     scores = [d["score"] for d in body["detections"]]
     assert scores and scores == sorted(scores, reverse=True)
     for det in body["detections"]:
@@ -421,7 +423,7 @@ def test_healthz_is_503_until_the_service_is_loaded(database_url: str, tmp_path:
         ready = client.get("/healthz")
         assert ready.status_code == 200
         body = ready.get_json()
-        assert body["status"] == "ok" and body["detector"] == "yolov5s" and body["images"] == 2
+        assert body["status"] == "ok" and body["detector"] == DEFAULT and body["images"] == 2
     finally:
         service.close()
 

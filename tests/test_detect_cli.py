@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from recommender.cli import main
+from recommender.detection import resolve
 from recommender.detection.fetch import fetch_yolov5
 
 GOOD = ("000000000139.jpg", "000000005193.jpg")  # a living room with a tv; people on a beach
@@ -50,7 +51,7 @@ def test_detect_json_has_classes_boxes_and_errors(yolo_weights_dir: Path, files:
     result = _run(["detect", "--json", "--threshold", "0.6", "--weights-dir", str(yolo_weights_dir), *map(str, files)])
     assert result.exit_code == 1
     document = json.loads(result.stdout)
-    assert document["detector"] == "yolov5s"
+    assert document["detector"] == resolve("yolov5s").name
     assert document["threshold"] == 0.6
     assert [Path(i["file"]).name for i in document["images"]] == list(GOOD)
     for image in document["images"]:

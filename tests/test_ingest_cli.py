@@ -16,10 +16,13 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from recommender.cli import main
+from recommender.detection import resolve
 from recommender.storage import MediaStore, create_database_engine, upgrade
 from recommender.storage.migrate import head_revision
 
 RECOMMENDER = Path(sys.executable).with_name("recommender")
+
+DEFAULT = resolve("yolov5s").name  # the entry DETECTOR=yolov5s names by default
 
 
 @pytest.fixture
@@ -205,7 +208,7 @@ def test_similar_prints_text_and_json_pages(migrated, coco_dev_images) -> None:
     as_json = _invoke(migrated, "similar", query, "--json", "--per-page", "3")
     assert as_json.exit_code == 0
     page = json.loads(as_json.stdout)
-    assert (page["query"], page["detector"], page["page"], page["per_page"], page["total"]) == (query, "yolov5s", 1, 3, 4)
+    assert (page["query"], page["detector"], page["page"], page["per_page"], page["total"]) == (query, DEFAULT, 1, 3, 4)
     assert len(page["results"]) == 3
     distances = [r["distance"] for r in page["results"]]
     assert distances == sorted(distances)
@@ -272,14 +275,14 @@ def test_reindex_reports_what_it_computed_and_what_the_index_serves(migrated, co
     assert _invoke(migrated, "ingest", "--quiet", *map(str, coco_dev_images[:2])).exit_code == 0
     result = _invoke(migrated, "reindex", "--quiet")
     assert result.exit_code == 0
-    assert "Computed 0 of 0 missing vector(s) for yolov5s" in result.stdout
+    assert f"Computed 0 of 0 missing vector(s) for {DEFAULT}" in result.stdout
     activated = _invoke(migrated, "reindex", "--quiet", "--activate")
-    assert "The collection now uses yolov5s (2 images indexed)." in activated.stdout
+    assert f"The collection now uses {DEFAULT} (2 images indexed)." in activated.stdout
     # Switching to a detector whose weights are absent is refused and changes nothing.
     no_weights = {**migrated, "WEIGHTS_DIR": str(tmp_path / "empty-weights")}
     refused = _invoke(no_weights, "reindex", "--detector", "maskrcnn", "--activate")
     assert refused.exit_code == 1 and "mask_rcnn_coco.h5" in refused.stderr
-    assert json.loads(_invoke(migrated, "similar", "--json", coco_dev_images[0].name).stdout)["detector"] == "yolov5s"
+    assert json.loads(_invoke(migrated, "similar", "--json", coco_dev_images[0].name).stdout)["detector"] == DEFAULT
 
 
 def test_pruning_the_change_feed_keeps_every_answer_right(migrated, coco_dev_images) -> None:

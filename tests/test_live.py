@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import RECOMMENDER, ServerProcess, free_port, get_json
+from recommender.detection import resolve
 
 GALLERY = 100
 ADDED = 20
@@ -104,7 +105,7 @@ def test_reindex_activate_switches_what_a_running_server_serves(tmp_path: Path, 
     # weights cannot be had here, and switching to vectors that exist needs none.
     engine = create_database_engine(f"sqlite:///{tmp_path / 'data' / 'recommender.sqlite3'}")
     repo = Repository(engine)
-    ids = repo.vectors("yolov5s")[0].tolist()
+    ids = repo.vectors(resolve("yolov5s").name)[0].tolist()
     nothing = Detections(np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros(81, np.float32))
     stored = {}
     for k, image_id in enumerate(ids):
@@ -115,7 +116,7 @@ def test_reindex_activate_switches_what_a_running_server_serves(tmp_path: Path, 
     with ServerProcess([str(RECOMMENDER), "serve", "--web-workers", "2"], env, tmp_path / "server.log") as server:
         server.wait_ready(images=len(photos), workers=2)
         query = repo.get_by_id(ids[0])
-        assert get_json(f"{server.url}/get_similar/{query.name}")[1]["detector"] == "yolov5s"
+        assert get_json(f"{server.url}/get_similar/{query.name}")[1]["detector"] == resolve("yolov5s").name
         switched = _cli(env, "reindex", "--detector", "maskrcnn", "--activate", "--quiet")
         assert "now uses maskrcnn" in switched.stdout
         changed = time.monotonic()

@@ -17,11 +17,14 @@ from PIL import Image
 
 from conftest import _create_postgres_database
 from recommender.cli import main as cli
-from recommender.detection import Detector
+from recommender.detection import Detector, resolve
 from recommender.neardup import NEAR_DUPLICATE_BITS, hamming, perceptual_hash
 from recommender.service import DISPLAY_THRESHOLD
-from recommender.vectors import presence_probability, query_transform, ranking_transform
+from recommender.vectors import detector_ranking
 from test_api import Api, assert_error, make_api, upload, yolo  # noqa: F401  (yolo: fixture)
+
+# The ranking and calibration of the detector the api serves (DETECTOR=yolov5s, default profile).
+RANKING = detector_ranking(resolve("yolov5s").name)
 
 GALLERY = 80
 
@@ -171,11 +174,11 @@ def test_add_and_remove_move_the_query_before_the_lookup(api: Api) -> None:
     names, raw = api.service.queries.stored_vectors()
     row = {n: i for i, n in enumerate(names)}
     query = a_photo_with(api, "person", absent="dog")
-    points = ranking_transform(raw)
+    points = RANKING.index_transform(raw)
     for params, add, remove in [("add=dog", [17], []), ("remove=person", [], [1]), ("add=dogs&remove=people", [17], [1])]:
         moved = raw[row[query]].copy()
         moved[add], moved[remove] = 1.0, 0.0
-        d2 = ((points - query_transform(moved)) ** 2).sum(axis=1)
+        d2 = ((points - RANKING.query_transform(moved)) ** 2).sum(axis=1)
         brute = [names[i] for i in np.lexsort((np.arange(len(names)), d2)) if names[i] != query]
         body = api.client.get(f"/get_similar/{query}?{params}&per_page=100").get_json()
         assert [r["name"] for r in body["results"]] == brute, params
@@ -195,7 +198,7 @@ def test_search_by_names_ranks_by_the_calibrated_presence_of_the_asked_classes(a
     assert body["with"] == ["dog"] and body["total"] == len(with_dog) > 0
     assert {r["name"] for r in body["results"]} == set(with_dog)
     for r in body["results"]:
-        p = presence_probability(np.array([[0.0, shown(api, r["name"])["dog"]]]))[0, 1]
+        p = RANKING.presence(np.array([[0.0, shown(api, r["name"])["dog"]]]))[0, 1]
         assert r["confidence"] == pytest.approx(p, abs=1e-4)
     confidence = [r["confidence"] for r in body["results"]]
     assert confidence == sorted(confidence, reverse=True)
@@ -205,7 +208,7 @@ def test_search_by_names_ranks_by_the_calibrated_presence_of_the_asked_classes(a
     assert two["total"] == len(expected) > 0 and {r["name"] for r in two["results"]} == set(expected)
     for r in two["results"]:
         s = shown(api, r["name"])
-        p = presence_probability(np.array([[0.0, s["person"], s["car"]]]))[0, 1:]
+        p = RANKING.presence(np.array([[0.0, s["person"], s["car"]]]))[0, 1:]
         assert r["confidence"] == pytest.approx(float(np.prod(p)), abs=1e-4)
     paged, total = every_page(api, "/search?q=person", 9)
     assert total == sum("person" in shown(api, n) for n in api.gallery)

@@ -16,20 +16,21 @@ from sqlalchemy import text
 
 from recommender import bootstrap
 from recommender.config import Settings
-from recommender.detection import WeightsMissingError, create_detector
+from recommender.detection import SPECS, WeightsMissingError, create_detector, resolve
 from recommender.detection.yolov5 import YoloV5Detector
 from recommender.images import CorruptImageError, NotAnImageError
 from recommender.service import DISPLAY_THRESHOLD, InvalidRequest, NotFound, Recommender
 from recommender.service.errors import SetupError
 from recommender.storage import MediaStore, Repository, create_database_engine, upgrade
-from recommender.vectors import query_transform, ranking_transform
+from recommender.vectors import detector_ranking
 
+DEFAULT = resolve("yolov5s").name  # what DETECTOR=yolov5s stores with the default profile
 ALT = "yolov5s-alt"  # registry name of the second detector in these tests
 
 
 @pytest.fixture(scope="session")
 def yolo(weights_dir: Path):
-    detector = create_detector("yolov5s", weights_dir)
+    detector = create_detector(DEFAULT, weights_dir)
     try:
         detector.load()
     except WeightsMissingError as exc:
@@ -40,7 +41,7 @@ def yolo(weights_dir: Path):
 @pytest.fixture(scope="session")
 def yolo_alt(weights_dir: Path):
     """A second, separately loaded real YOLOv5s under its own name: vectors it produces are kept apart."""
-    detector = YoloV5Detector(weights_dir, name=ALT)
+    detector = YoloV5Detector(weights_dir, name=ALT, **SPECS[DEFAULT].options)
     detector.load()
     return detector
 
@@ -51,7 +52,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 def _build(settings: Settings, yolo, yolo_alt) -> Recommender:
-    return bootstrap.build(settings, migrate=True, detector_factory={"yolov5s": yolo, ALT: yolo_alt}.__getitem__)
+    return bootstrap.build(settings, migrate=True, detector_factory={DEFAULT: yolo, ALT: yolo_alt}.__getitem__)
 
 
 @pytest.fixture
@@ -89,9 +90,11 @@ def _indexed(service: Recommender) -> int:
 
 def _brute_force(repo: Repository, detector: str, query_id: int) -> list[tuple[int, float]]:
     ids, raw = repo.vectors(detector)
-    # Stored images are indexed with ranking_transform, a query is looked up with query_transform.
-    space = ranking_transform(raw)
-    query = query_transform(raw[ids.tolist().index(query_id)])
+    # Stored images are indexed with index_transform, a query is looked up with query_transform,
+    # both calibrated for the detector.
+    ranking = detector_ranking(detector)
+    space = ranking.index_transform(raw)
+    query = ranking.query_transform(raw[ids.tolist().index(query_id)])
     distances = np.sqrt(((space - query) ** 2).sum(axis=1))
     ranked = sorted((round(float(d), 6), int(i)) for i, d in zip(ids, distances) if i != query_id)
     return [(i, d) for d, i in ranked]
@@ -114,11 +117,11 @@ def test_ingested_photos_are_stored_detected_and_ranked_like_brute_force(service
         assert result.image.sha256 == hashlib.sha256(data).hexdigest()
         assert (result.image.width, result.image.height) == Image.open(path).size
         assert media.original_path(result.image.sha256, "JPEG").read_bytes() == data
-        assert result.detector == "yolov5s"
+        assert result.detector == DEFAULT
     assert _indexed(service) == len(photos)
 
     query = repo.get_by_name(results[0].image.name)
-    expected = _brute_force(repo, "yolov5s", query.id)
+    expected = _brute_force(repo, DEFAULT, query.id)
     pages = [service.queries.similar(query.name, page=p, per_page=3) for p in (1, 2, 3)]
     got = [(r.id, round(r.distance, 6)) for page in pages for r in page.results]
     assert got == expected
@@ -128,7 +131,7 @@ def test_ingested_photos_are_stored_detected_and_ranked_like_brute_force(service
 
     # Every result explains itself with classes it shares with the query.
     first = pages[0]
-    assert first.query == query.name and first.detector == "yolov5s"
+    assert first.query == query.name and first.detector == DEFAULT
     for item in first.results:
         assert set(item.shared_classes) == set(item.classes) & set(first.query_classes)
     # The classes shown are the stored detections above the display threshold.
@@ -321,7 +324,7 @@ def test_a_follower_thread_applies_changes_within_a_second(settings, yolo, yolo_
 
 def test_a_process_far_behind_rebuilds_instead_of_replaying(settings, yolo, yolo_alt, photos) -> None:
     with _build(settings, yolo, yolo_alt) as writer:
-        reader = bootstrap.build(settings, detector_factory={"yolov5s": yolo}.__getitem__)
+        reader = bootstrap.build(settings, detector_factory={DEFAULT: yolo}.__getitem__)
         reader.collection._rebuild_after = 2  # noqa: SLF001 - a small threshold instead of 50,000 changes
         try:
             writer.ingest.file(photos[0])
@@ -341,7 +344,7 @@ def test_switching_detector_never_mixes_vectors_and_survives_a_restart(settings,
     repo, _media = parts
     names = [service.ingest.file(path).image.name for path in photos[:5]]
     records = [repo.get_by_name(n) for n in names]
-    yolo_vectors = {i: v for i, v in zip(*repo.vectors("yolov5s"))}
+    yolo_vectors = {i: v for i, v in zip(*repo.vectors(DEFAULT))}
     # The second detector's vectors, stored directly: one-hot patterns unlike YOLO's, so any
     # mixing shows in the ranking.
     for k, record in enumerate(records):
@@ -350,7 +353,7 @@ def test_switching_detector_never_mixes_vectors_and_survives_a_restart(settings,
         repo.store_vector(record.id, ALT, yolo.detect(np.zeros((8, 8, 3), np.uint8)), vector)
 
     query = records[0]
-    assert _ids(service, repo, query.name) == [i for i, _d in _brute_force(repo, "yolov5s", query.id)]
+    assert _ids(service, repo, query.name) == [i for i, _d in _brute_force(repo, DEFAULT, query.id)]
 
     result = service.admin.reindex(ALT, activate=True)
     assert result.activated and result.computed == 0 and _indexed(service) == 5
@@ -363,11 +366,11 @@ def test_switching_detector_never_mixes_vectors_and_survives_a_restart(settings,
         assert _ids(restarted, repo, query.name) == _ids(service, repo, query.name)
         # A photo ingested now gets only the active detector's vector; reindex fills in the other.
         new = repo.get_by_name(restarted.ingest.file(photos[5]).image.name)
-        assert repo.vector(new.id, "yolov5s") is None and repo.vector(new.id, ALT) is not None
-        back = restarted.admin.reindex("yolov5s", activate=True)
+        assert repo.vector(new.id, DEFAULT) is None and repo.vector(new.id, ALT) is not None
+        back = restarted.admin.reindex(DEFAULT, activate=True)
         assert back.computed == 1 and back.activated and restarted.queries.status() .indexed == 6
     for image_id, vector in yolo_vectors.items():
-        assert np.array_equal(repo.vector(image_id, "yolov5s"), vector)  # untouched by the switch
+        assert np.array_equal(repo.vector(image_id, DEFAULT), vector)  # untouched by the switch
 
 
 def test_reindex_is_resumable_after_an_interruption(service, parts, photos, yolo) -> None:
@@ -385,12 +388,12 @@ def test_reindex_is_resumable_after_an_interruption(service, parts, photos, yolo
     with pytest.raises(KeyboardInterrupt):
         service.admin.reindex(ALT, progress=interrupt_after_two)
     assert len(repo.vectors(ALT)[0]) == 2
-    assert service.queries.status().detector == "yolov5s"  # not activated by an interrupted run
+    assert service.queries.status().detector == DEFAULT  # not activated by an interrupted run
 
     resumed = service.admin.reindex(ALT)
     assert (resumed.missing, resumed.computed, resumed.failed) == (4, 4, [])
     ids, alt = repo.vectors(ALT)
-    _ids_, main = repo.vectors("yolov5s")
+    _ids_, main = repo.vectors(DEFAULT)
     assert len(ids) == 6
     # Same model, separately stored: equal vectors, and detections stored per detector.
     np.testing.assert_allclose(alt, main, atol=1e-5)
@@ -402,7 +405,7 @@ def test_reindex_is_resumable_after_an_interruption(service, parts, photos, yolo
 
 def test_sqlite_is_migrated_at_start_and_postgresql_must_be_migrated_explicitly(database_url: str, tmp_path: Path, yolo) -> None:
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
-    factory = {"yolov5s": yolo}.__getitem__
+    factory = {DEFAULT: yolo}.__getitem__
     if database_url.startswith("sqlite"):
         with bootstrap.build(settings, detector_factory=factory) as service:
             assert service.queries.count() == 0

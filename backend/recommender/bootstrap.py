@@ -16,13 +16,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from .config import Settings, SettingsError
-from .detection import Detector, DetectorError, DetectorSpec, create_detector, resolve
+from .detection import SPECS, Detector, DetectorError, DetectorSpec, create_detector, lookup, resolve
 from .index import KINDS as INDEX_KINDS
 from .service import Admin, Detectors, Ingest, LiveCollection, Queries, Recommender
 from .service.errors import SetupError, database_errors, first_line
 from .service.results import DISPLAY_THRESHOLD
 from .storage import DatabaseURLError, MediaStore, Repository, SchemaError, create_database_engine, ensure_schema
 from .storage.migrate import current_revision, head_revision, upgrade
+from .vectors import detector_ranking
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def registry_factory(settings: Settings) -> DetectorFactory:
     weights, threads = settings.resolved_weights_dir, runtime_threads(settings)
 
     def make(name: str) -> Detector:
-        return create_detector(resolve(name), weights, threads=threads)
+        return create_detector(lookup(name), weights, threads=threads)
 
     return make
 
@@ -122,6 +123,20 @@ def database_revision(settings: Settings) -> tuple[str | None, str]:
         return current, head_revision()
 
 
+def _tell_active(active: str, spec: DetectorSpec) -> None:
+    """Say when the collection serves another detector than DETECTOR names: it keeps serving its
+    own vectors (never mixed with another's), and a reindex switches."""
+    if active == spec.name:
+        return
+    switch = f"`recommender reindex --detector {spec.name} --activate`"
+    if active in SPECS and SPECS[active].superseded:
+        log.warning("the collection's vectors come from %s, which %s supersedes (%s); it keeps serving them "
+                    "until you run %s", active, spec.name, SPECS[active].description, switch)
+    else:
+        log.info("the collection uses detector %s (DETECTOR=%s only chooses a new collection's; switch with %s)",
+                 active, spec.name, switch)
+
+
 def build(settings: Settings, *, migrate: bool | None = None, detector_factory: DetectorFactory | None = None) -> Recommender:
     """The whole service for ``settings``. The index loads on first use (``collection.current()``)."""
     spec = detector_spec(settings)
@@ -132,13 +147,12 @@ def build(settings: Settings, *, migrate: bool | None = None, detector_factory: 
     try:
         with database_errors():
             active = repository.ensure_active(spec.name)
-        if active != spec.name:
-            log.info("the collection uses detector %s (DETECTOR=%s only chooses a new collection's; "
-                     "switch with `recommender reindex --detector %s --activate`)", active, spec.name, spec.name)
+        _tell_active(active, spec)
         media = MediaStore(settings.media_dir)
         detectors = Detectors(detector_factory or registry_factory(settings), slots=settings.detect_threads)
         collection = LiveCollection(
-            repository, index_kind=settings.index, snapshot_dir=settings.snapshot_dir, label_threshold=DISPLAY_THRESHOLD
+            repository, index_kind=settings.index, snapshot_dir=settings.snapshot_dir, label_threshold=DISPLAY_THRESHOLD,
+            ranking=detector_ranking,
         )
         admin = Admin(repository, media, detectors, collection)
         ingest = Ingest(repository, media, detectors, collection, max_upload_bytes=settings.max_upload_bytes,

@@ -2,10 +2,11 @@
 
 Ranking (measured by ``bench/ranking.py``; numbers in the README):
 
-1. **Calibrate** each raw score s (YOLOv5s: max over 25,200 candidates of objectness × class
-   probability) to a probability that the class is present,
+1. **Calibrate** each raw score s (YOLOv5s: the aggregation of its ~25,000 candidates'
+   objectness × class probability, ``detection/aggregate.py``) to a probability that the class is present,
    ``p = s^b / (s^b + e^(-a) (1 - s)^b)`` (logistic in logit(s): logit p = a + b·logit s),
-   a = 1.75, b = 1.3. Raw YOLO scores are under-confident: among classes scoring 0.2-0.3 on
+   a = 1.75, b = 1.3 by default; each detector entry carries the (a, b) fitted to its class
+   values (``DetectorSpec.calibration``, ``detector_ranking``). Raw YOLO scores are under-confident: among classes scoring 0.2-0.3 on
    coco_dev about half are present, at 0.6-0.7 over 90 %. a and b were picked on a coarse
    grid on coco_dev; choosing them on half the queries and scoring the other half kept the
    gain (see README), and no per-class parameter is fitted.
@@ -31,6 +32,7 @@ import numpy as np
 
 from .classes import NUM_CLASSES
 from .detection.base import Detections
+from .detection.registry import SPECS
 
 
 def class_presence(detections: Detections) -> np.ndarray:
@@ -133,6 +135,28 @@ class Ranking:
     description: str
     index_transform: Callable[[np.ndarray], np.ndarray]
     query_transform: Callable[[np.ndarray], np.ndarray]
+    # Raw scores → presence probabilities, as this ranking calibrates them (object search uses it).
+    presence: Callable[[np.ndarray], np.ndarray] = presence_probability
+
+
+def calibrated_ranking(offset: float = CALIBRATION_OFFSET, slope: float = CALIBRATION_SLOPE) -> Ranking:
+    """The service's ranking (calibrated Ochiai) with the calibration constants of a detector entry."""
+    if (offset, slope) == (CALIBRATION_OFFSET, CALIBRATION_SLOPE):
+        return RANKINGS[DEFAULT_RANKING]
+    return Ranking(
+        f"calibrated-ochiai a={offset:g} b={slope:g}",
+        f"calibrated presence probabilities (a={offset:g}, b={slope:g}), Ochiai similarity",
+        lambda v: ochiai_index_points(presence_probability(v, offset, slope)),
+        lambda v: ochiai_query_points(presence_probability(v, offset, slope)),
+        lambda v: presence_probability(v, offset, slope),
+    )
+
+
+def detector_ranking(detector: str) -> Ranking:
+    """The service's ranking of a detector's vectors, calibrated as its registry entry says
+    (default constants for a name the registry does not hold, such as a test's own detector)."""
+    spec = SPECS.get(detector)
+    return calibrated_ranking(*spec.calibration) if spec is not None else RANKINGS[DEFAULT_RANKING]
 
 
 RANKINGS: dict[str, Ranking] = {

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from ..config import Settings
-from ..detection import DETECTOR_NAMES
+from ..detection import DetectorSpec, lookup
 from ..evaluation import (
     DEFAULT_K,
     EvaluationInputError,
@@ -20,8 +20,9 @@ from ..evaluation import (
     evaluate_vectors_file,
     load_labels,
 )
-from ..vectors import DEFAULT_RANKING, RANKINGS
+from ..vectors import RANKINGS, Ranking, detector_ranking
 from . import main
+from .options import detector_option
 
 
 @main.command("eval")
@@ -33,14 +34,14 @@ from . import main
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help='Ground truth: JSON {"images": {file name: [category, ...]}} (coco_dev layout) or the bare mapping.',
 )
-@click.option("--detector", type=click.Choice(DETECTOR_NAMES), default=None, help="Detector for an images folder (default: DETECTOR).")
+@detector_option("Detector for an images folder, or the one that made a vectors file (its calibration ranks them)")
 @click.option("--k", "k", type=click.IntRange(1, 100), default=DEFAULT_K, show_default=True, help="Cut-off of the metrics.")
 @click.option(
     "--ranking",
     type=click.Choice(sorted(RANKINGS)),
-    default=DEFAULT_RANKING,
-    show_default=True,
-    help="Ranking variant: calibrated-ochiai is the service's, euclidean-raw the reference design's.",
+    default=None,
+    help="Ranking variant (default: the service's, calibrated-ochiai with the detector's calibration); "
+    "euclidean-raw is the reference design's.",
 )
 @click.option(
     "--data-dir",
@@ -58,7 +59,7 @@ def evaluate(
     labels_path: Path,
     detector: str | None,
     k: int,
-    ranking: str,
+    ranking: str | None,
     data_dir: Path | None,
     quiet: bool,
     as_json: bool,
@@ -70,27 +71,37 @@ def evaluate(
     Only images present in both SOURCE and the labels file form the gallery; every labelled
     one is a query. The metric is DESIGN.md's (Jaccard-relevance NDCG@k, P@k, mAP@k).
     """
+    from ..bootstrap import detector_spec
+
+    settings = settings.with_overrides(detector=detector)
+    spec = detector_spec(settings)
     try:
         labels = load_labels(labels_path)
         if source.is_dir():
-            settings = settings.with_overrides(detector=detector)
             if data_dir is not None:
-                scores = _evaluate_images_dir(settings, data_dir, source, labels, k, ranking, quiet)
+                spec, scores = _evaluate_images_dir(settings, data_dir, source, labels, k, ranking, quiet)
             else:
                 with tempfile.TemporaryDirectory(prefix="recommender-eval-") as tmp:
-                    scores = _evaluate_images_dir(settings, Path(tmp), source, labels, k, ranking, quiet)
+                    spec, scores = _evaluate_images_dir(settings, Path(tmp), source, labels, k, ranking, quiet)
         else:
-            scores = evaluate_vectors_file(source, labels, k=k, ranking=RANKINGS[ranking])
+            scores = evaluate_vectors_file(source, labels, k=k, ranking=_ranking(ranking, spec))
     except EvaluationInputError as exc:
         raise click.ClickException(str(exc)) from None
 
+    measured = {"detector": spec.name, "profile": spec.profile, "aggregation": spec.aggregation,
+                "ranking": _ranking(ranking, spec).name}
     if as_json:
-        click.echo(json.dumps({**scores.as_dict(), "ranking": ranking, "source": str(source)}))
+        click.echo(json.dumps({**scores.as_dict(), **measured, "source": str(source)}))
         return
-    click.echo(f"{source}: {scores.n_queries} queries in a gallery of {scores.n_gallery}, ranking {ranking}")
+    click.echo(f"{source}: {scores.n_queries} queries in a gallery of {scores.n_gallery}")
+    click.echo(f"detector {spec.name}: profile {spec.profile}, aggregation {spec.aggregation}; ranking {measured['ranking']}")
     click.echo(f"NDCG@{k}  {scores.ndcg:.3f}")
     click.echo(f"P@{k}     {scores.precision:.3f}")
     click.echo(f"mAP@{k}   {scores.map:.3f}")
+
+
+def _ranking(name: str | None, spec: DetectorSpec) -> Ranking:
+    return RANKINGS[name] if name is not None else detector_ranking(spec.name)
 
 
 def _evaluate_images_dir(
@@ -99,13 +110,14 @@ def _evaluate_images_dir(
     images_dir: Path,
     labels: dict[str, list[str]],
     k: int,
-    ranking: str,
+    ranking: str | None,
     quiet: bool,
-) -> RetrievalScores:
+) -> tuple[DetectorSpec, RetrievalScores]:
     """Ingest the labelled photos of ``images_dir`` into a collection in ``data_dir``, then score it.
 
     The gallery is ranked by the same index and transform the service uses; ties fall to the
-    ingest order (image id), as they do in the service.
+    ingest order (image id), as they do in the service. Returns the detector whose vectors were
+    scored: a kept collection that serves another one is measured as it is.
     """
     from tqdm import tqdm
 
@@ -132,10 +144,12 @@ def _evaluate_images_dir(
     try:
         service.ingest.paths(files, progress=progress)
         stored_names, raw = service.queries.stored_vectors()
+        spec = lookup(service.queries.status().detector)
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
     finally:
         bar.close()
         service.close()
     keep = [i for i, name in enumerate(stored_names) if name in file_of]
-    return evaluate_vectors([file_of[stored_names[i]] for i in keep], np.asarray(raw)[keep], labels, k=k, ranking=RANKINGS[ranking])
+    names = [file_of[stored_names[i]] for i in keep]
+    return spec, evaluate_vectors(names, np.asarray(raw)[keep], labels, k=k, ranking=_ranking(ranking, spec))

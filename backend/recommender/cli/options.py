@@ -8,9 +8,15 @@ from typing import TypeVar
 
 import click
 
-from ..detection import DETECTOR_NAMES
+from ..detection import CHOICES
 
 F = TypeVar("F", bound=Callable)
+
+
+def detector_option(purpose: str, default: str = "DETECTOR") -> Callable[[F], F]:
+    """``--detector``: a model (completed by DETECT_PROFILE) or a full registry name."""
+    return click.option("--detector", type=click.Choice(CHOICES), default=None,
+                        help=f"{purpose}: a model (completed by DETECT_PROFILE) or a full name (default: {default}).")
 
 
 def detector_options(command: F) -> F:
@@ -21,6 +27,4 @@ def detector_options(command: F) -> F:
         default=None,
         help="Where weights live (default: WEIGHTS_DIR, DATA_DIR/weights).",
     )(command)
-    return click.option(
-        "--detector", type=click.Choice(DETECTOR_NAMES), default=None, help="Which detector (default: DETECTOR, yolov5s)."
-    )(command)
+    return detector_option("Which detector", "DETECTOR, yolov5s")(command)

@@ -7,20 +7,16 @@ import sys
 import click
 
 from ..config import Settings
-from ..detection import DETECTOR_NAMES
+from ..detection import DetectorError, resolve
 from ..service import ServiceError
 from . import main
 from .db import database_options, open_service
+from .options import detector_option
 from .progress import ProgressBar
 
 
 @main.command("reindex")
-@click.option(
-    "--detector",
-    type=click.Choice(DETECTOR_NAMES),
-    default=None,
-    help="Detector to compute vectors for (default: the one the index serves now).",
-)
+@detector_option("Detector to compute vectors for", "the one the index serves now")
 @click.option("--activate", is_flag=True, help="Afterwards, serve this detector's vectors (every running server follows).")
 @click.option("--hashes", is_flag=True,
               help="Instead: compute the perceptual hash (near-duplicate folding) of images stored without one.")
@@ -34,6 +30,11 @@ def reindex(settings: Settings, detector: str | None, activate: bool, hashes: bo
     if hashes:
         _hashes(settings, quiet)
         return
+    if detector is not None:
+        try:
+            detector = resolve(detector, settings.detect_profile).name
+        except DetectorError as exc:
+            raise click.ClickException(str(exc)) from None
     def work(service, progress):
         result = service.admin.reindex(detector, activate=activate, progress=progress)
         return result, service.queries.status() if result.activated else None

