@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from recommender.config import Settings
-from recommender.detection import DetectorError, create_detector
+from recommender.detection import DetectorError, create_detector, resolve
 from recommender.detection.weights import maskrcnn_weights_path
 from recommender.detection.yolov5 import YoloV5Detector
 from recommender.images import read_image_file
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"dataset": str(args.images_dir), "photos": len(paths), "cpus": os.cpu_count(), "loadavg_start": _loadavg()}
     images, decode_s = decode_all(paths)
 
-    report["yolov5s"] = bench_detector(create_detector("yolov5s", weights_dir), paths, images, decode_s)
+    report["yolov5s"] = bench_detector(create_detector(resolve("yolov5s"), weights_dir), paths, images, decode_s)
     try:
         maskrcnn_weights_path(weights_dir)
     except DetectorError as exc:
