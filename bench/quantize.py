@@ -1,0 +1,235 @@
+"""Static INT8 YOLOv5s (the ``fast`` profile): speed and retrieval quality of each variant.
+
+    .venv/bin/python bench/quantize.py [--calibration-pool 100] [--variants SPEC;SPEC...] [--out /tmp/DIR]
+
+coco_dev (400 photos) is split once: ``--calibration-pool`` photos, evenly spaced over the
+sorted file names (``quantize.calibration_photos``), are the only ones any variant calibrates
+on; every score is measured on the other photos, for the float model and every variant alike.
+
+A variant is ``n=32,method=minmax,pc=1,keep=heads+first,fmt=qdq`` (calibration photos taken
+evenly from the pool; minmax | entropy | percentile; per-channel weights on/off; layer groups
+left in float, ``none`` for none; qdq | qoperator). Models and calibration caches go to
+--out (a /tmp folder), never into the repository.
+
+For each variant, over the evaluated photos (letterboxed once, as the detector does):
+- ms per photo of the model call (session run + head decoding, as the detector's runner),
+  median and p95 over the first --timed evaluated photos, interleaved photo by photo with
+  the float model in the same process (the order alternates per block of 10) so load from
+  other processes hits both alike; the float row pools the float calls of every pairing;
+- NDCG@30 / P@30 / mAP@30 of the class-presence vectors with the service's ranking
+  (``evaluate_vectors``, default ranking, gallery = the evaluated photos), the difference
+  with float and its standard error over queries (paired), and how often the photo's top
+  class is the float model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recommender.config import Settings
+from recommender.detection.quantize import DEFAULT_KEEP_FLOAT, calibration_photos, quantize_yolov5
+from recommender.detection.weights import locate_yolov5
+from recommender.detection.yolov5 import DEFAULT_INPUT_SIZE, DEFAULT_SCORE_THRESHOLD, _onnx_runner, decode, letterbox
+from recommender.evaluation import evaluate_rankings, load_labels, rank_gallery
+from recommender.images import read_image_file
+from recommender.vectors import class_presence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SHARED_DIR", REPO_ROOT.parent / "shared")) / "data"
+DEFAULT_VARIANTS = ";".join(
+    [
+        "n=32,keep=none",  # the issue's starting point: everything INT8
+        "n=32,keep=heads",
+        "n=32,keep=heads+first",
+        "n=32,keep=heads+last",
+        "n=32,keep=heads+first+last",
+        "n=32,keep=heads,pc=0",
+        "n=32,keep=heads,method=entropy",
+        "n=32,keep=heads,method=percentile",
+        "n=8,keep=heads",
+        "n=96,keep=heads",
+        "n=32,keep=heads,fmt=qoperator",
+    ]
+)
+BLOCK = 10
+
+
+@dataclass(frozen=True)
+class Variant:
+    n: int = 32
+    method: str = "minmax"
+    per_channel: bool = True
+    keep: tuple[str, ...] = DEFAULT_KEEP_FLOAT
+    fmt: str = "qdq"
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        fields = dict(part.split("=", 1) for part in spec.split(",") if part.strip())
+        keep = fields.get("keep", "+".join(DEFAULT_KEEP_FLOAT))
+        return cls(
+            n=int(fields.get("n", 32)),
+            method=fields.get("method", "minmax"),
+            per_channel=fields.get("pc", "1") == "1",
+            keep=() if keep == "none" else tuple(keep.split("+")),
+            fmt=fields.get("fmt", "qdq"),
+        )
+
+    @property
+    def label(self) -> str:
+        keep = "+".join(self.keep) or "none"
+        return f"n={self.n} {self.method} pc={int(self.per_channel)} float={keep} {self.fmt}"
+
+    @property
+    def slug(self) -> str:
+        return self.label.replace(" ", "_").replace("=", "").replace("+", "-")
+
+
+@dataclass
+class Photo:
+    name: str
+    batch: np.ndarray
+    scale: tuple[float, float]
+    pad: tuple[int, int]
+    size: tuple[int, int]
+
+
+def load_photos(paths: list[Path]) -> list[Photo]:
+    photos = []
+    for path in paths:
+        rgb = read_image_file(path).rgb
+        batch, scale, pad = letterbox(rgb, DEFAULT_INPUT_SIZE, rect=True)
+        photos.append(Photo(path.name, batch, scale, pad, (rgb.shape[1], rgb.shape[0])))
+    return photos
+
+
+def vector(photo: Photo, prediction: np.ndarray) -> np.ndarray:
+    found = decode(prediction, image_size=photo.size, scale=photo.scale, pad=photo.pad, score_threshold=DEFAULT_SCORE_THRESHOLD)
+    return class_presence(found)
+
+
+def run_all(run, photos: list[Photo]) -> np.ndarray:
+    return np.stack([vector(photo, run(photo.batch)) for photo in photos])
+
+
+def time_interleaved(float_run, variant_run, photos: list[Photo]) -> dict[str, list[float]]:
+    """Seconds per call of each runner on each photo, alternating which goes first per block
+    of photos so that load from other processes hits both alike."""
+    times: dict[str, list[float]] = {"float": [], "int8": []}
+    runners = {"float": float_run, "int8": variant_run}
+    for i, photo in enumerate(photos):
+        order = ("float", "int8") if (i // BLOCK) % 2 == 0 else ("int8", "float")
+        for key in order:
+            t0 = time.perf_counter()
+            runners[key](photo.batch)
+            times[key].append(time.perf_counter() - t0)
+    return times
+
+
+def per_query_ndcg(names: list[str], vectors: np.ndarray, labels: dict[str, list[str]]) -> dict[str, float]:
+    """NDCG@30 of each query (the service's ranking, gallery = ``names``)."""
+    queries = [n for n in names if labels[n]]
+    rankings = rank_gallery(names, vectors, queries=queries)
+    gallery = {n: labels[n] for n in names}
+    return {q: evaluate_rankings(rankings, gallery, queries=[q]).ndcg for q in queries}
+
+
+def quality(names: list[str], vectors: np.ndarray, labels: dict[str, list[str]]) -> dict[str, float]:
+    rankings = rank_gallery(names, vectors, queries=[n for n in names if labels[n]])
+    scores = evaluate_rankings(rankings, {n: labels[n] for n in names})
+    return {"ndcg": scores.ndcg, "p": scores.precision, "map": scores.map}
+
+
+def ms(values: list[float], q: float) -> float:
+    return float(np.quantile(values, q)) * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=SHARED / "coco_dev" / "images")
+    parser.add_argument("--labels", type=Path, default=SHARED / "coco_dev" / "labels.json")
+    parser.add_argument("--weights-dir", type=Path, default=None, help="default: WEIGHTS_DIR")
+    parser.add_argument("--calibration-pool", type=int, default=100)
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated variant specs")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate on the first N non-pool photos only")
+    parser.add_argument("--timed", type=int, default=100, help="photos timed (interleaved with float)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/recommender-quantize"))
+    args = parser.parse_args(argv)
+
+    weights = locate_yolov5(args.weights_dir or Settings.from_env().resolved_weights_dir)
+    labels = load_labels(args.labels)
+    every = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".jpg")
+    pool = calibration_photos(args.images, args.calibration_pool)
+    pool_names = {p.name for p in pool}
+    evaluated = [p for p in every if p.name not in pool_names]
+    outside_pool = [p.name for p in evaluated]
+    if args.limit:
+        evaluated = evaluated[: args.limit]
+    names = [p.name for p in evaluated]
+    print(
+        f"coco_dev: calibration pool {len(pool)} photos, evaluated on the other {len(evaluated)}; "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
+        file=sys.stderr,
+    )
+    photos = load_photos(evaluated)
+    threads = max(1, min(4, os.cpu_count() or 1))  # the detector's default
+    float_run = _onnx_runner(weights.onnx, threads)
+    all_float_times: list[float] = []  # the float row: its calls of every pairing
+
+    float_vectors = run_all(float_run, photos)
+    float_quality = quality(names, float_vectors, labels)
+    float_per_query = per_query_ndcg(names, float_vectors, labels)
+    rows = [("float (fp32)", all_float_times, float_quality, 0.0, 0.0, 1.0, 0.0)]
+    for spec in args.variants.split(";"):
+        variant = Variant.parse(spec)
+        out = args.out / f"{variant.slug}.onnx"
+        cache = args.out / f"calibration_n{variant.n}_{variant.method}_{args.calibration_pool}.json"
+        calib = calibration_photos(args.images, variant.n, skip=outside_pool) if variant.n < len(pool) else pool
+        if set(p.name for p in calib) - pool_names:
+            raise SystemExit("calibration photos must come from the pool")
+        t0 = time.perf_counter()
+        quantize_yolov5(
+            weights.onnx, calib, out, method=variant.method, per_channel=variant.per_channel,
+            keep_float=variant.keep, quant_format=variant.fmt, calibration_cache=cache,
+        )
+        quantize_s = time.perf_counter() - t0
+        run = _onnx_runner(out, threads)
+        run(photos[0].batch)  # the first call allocates
+        timed = time_interleaved(float_run, run, photos[: args.timed])
+        f_times, q_times = timed["float"], timed["int8"]
+        all_float_times += f_times
+        q_vectors = run_all(run, photos)
+        q_quality = quality(names, q_vectors, labels)
+        q_per_query = per_query_ndcg(names, q_vectors, labels)
+        diffs = np.array([q_per_query[q] - float_per_query[q] for q in float_per_query])
+        same_top = float(np.mean(q_vectors.argmax(axis=1) == float_vectors.argmax(axis=1)))
+        speedup = statistics.median(f_times) / statistics.median(q_times)
+        rows.append((variant.label, q_times, q_quality, speedup, float(diffs.std(ddof=1) / np.sqrt(len(diffs))), same_top, quantize_s))
+        print(
+            f"  {variant.label}: {ms(q_times, .5):.1f} ms (float {ms(f_times, .5):.1f}) ×{speedup:.2f}, "
+            f"NDCG@30 {q_quality['ndcg']:.4f} ({q_quality['ndcg'] - float_quality['ndcg']:+.4f}), quantized in {quantize_s:.0f} s",
+            file=sys.stderr,
+        )
+
+    print(f"\nevaluated photos: {len(names)} (coco_dev minus the {len(pool)}-photo calibration pool); load {os.getloadavg()[0]:.2f}")
+    print("| variant | ms median | ms p95 | speed-up | NDCG@30 | Δ NDCG (± s.e.) | P@30 | mAP@30 | same top class |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, times, q, speedup, se, same_top, _ in rows:
+        delta = "" if label.startswith("float") else f"{q['ndcg'] - float_quality['ndcg']:+.4f} ± {se:.4f}"
+        speed = "1" if label.startswith("float") else f"{speedup:.2f}×"
+        print(
+            f"| {label} | {ms(times, .5):.1f} | {ms(times, .95):.1f} | {speed} | {q['ndcg']:.4f} | {delta} "
+            f"| {q['p']:.4f} | {q['map']:.4f} | {same_top:.3f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
