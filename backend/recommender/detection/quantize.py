@@ -35,9 +35,9 @@ FLOAT_GROUPS = ("heads", "first", "last")
 METHODS = ("minmax", "entropy", "percentile")
 FORMATS = ("qdq", "qoperator")
 DEFAULT_KEEP_FLOAT = ("heads",)
-# Photos are fed to the calibrator in chunks of this many: histogram calibrators keep every
-# activation of a chunk in memory (tens of MB per photo at 640).
-CALIBRATION_CHUNK = 8
+# Photos are fed to the calibrator one at a time: histogram calibrators stack a chunk's
+# activations into one array, which fails when the photos' letterboxed shapes differ, and
+# would keep every activation of the chunk in memory (tens of MB per photo at 640).
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
@@ -60,7 +60,7 @@ def _calibration_reader(photos: Sequence[Path], input_name: str, input_size: int
 
     class LetterboxedPhotos(CalibrationDataReader):
         """One photo per batch, letterboxed as the detector does; ``set_range`` lets the
-        calibrator take them chunk by chunk."""
+        calibrator take them one by one."""
 
         def __init__(self) -> None:
             self.start, self.end = 0, len(photos)
@@ -160,6 +160,7 @@ def quantize_yolov5(
     per_channel: bool = True,
     keep_float: Iterable[str] = DEFAULT_KEEP_FLOAT,
     quant_format: str = "qdq",
+    op_types: Sequence[str] | None = None,
     input_size: int = DEFAULT_INPUT_SIZE,
     calibration_cache: str | os.PathLike[str] | None = None,
 ) -> Path:
@@ -168,7 +169,8 @@ def quantize_yolov5(
     ``photos`` calibrate the activation ranges; ``method`` is minmax, entropy or percentile
     (99.999th). ``keep_float`` names the layer groups left in float. ``calibration_cache``
     (optional, a JSON file) stores the ranges so variants that differ only in kept layers,
-    per-channel or format reuse one calibration; it must be specific to photos and method.
+    per-channel or format reuse one calibration; it must be specific to photos, method and
+    ``op_types`` (the operator types quantized; default: every type ONNX Runtime can).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -184,9 +186,7 @@ def quantize_yolov5(
     excluded = float_nodes(model, keep_float)
     input_name = model.graph.input[0].name
     reader = _calibration_reader([Path(p) for p in photos], input_name, input_size)
-    extra: dict[str, Any] = {"CalibPercentile": 99.999}
-    if len(photos) % CALIBRATION_CHUNK == 0:
-        extra["CalibStridedMinMax"] = CALIBRATION_CHUNK
+    extra = {"CalibPercentile": 99.999, "CalibStridedMinMax": 1}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.tmp")
@@ -199,6 +199,7 @@ def quantize_yolov5(
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=excluded,
+        op_types_to_quantize=list(op_types) if op_types else None,
         calibrate_method={
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
