@@ -9,7 +9,7 @@ on; every score is measured on the other photos, for the float model and every v
 A variant is ``n=32,method=minmax,pc=1,keep=heads+first,fmt=qdq`` (calibration photos taken
 evenly from the pool; minmax | entropy | percentile; per-channel weights on/off; layer groups
 left in float, ``none`` for none; qdq | qoperator; optionally ``ops=Conv+...``, the only
-operator types quantized, default all). Models and calibration caches go to
+operator types quantized, default all; ``pct=99.99``, the percentile method's percentile). Models and calibration caches go to
 --out (a /tmp folder), never into the repository.
 
 For each variant, over the evaluated photos (letterboxed once, as the detector does):
@@ -71,6 +71,7 @@ class Variant:
     keep: tuple[str, ...] = DEFAULT_KEEP_FLOAT
     fmt: str = "qdq"
     ops: tuple[str, ...] = ()  # operator types quantized; () = all
+    pct: float = 99.999  # percentile method only
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
@@ -83,13 +84,15 @@ class Variant:
             keep=() if keep == "none" else tuple(keep.split("+")),
             fmt=fields.get("fmt", "qdq"),
             ops=tuple(fields["ops"].split("+")) if fields.get("ops") else (),
+            pct=float(fields.get("pct", 99.999)),
         )
 
     @property
     def label(self) -> str:
         keep = "+".join(self.keep) or "none"
         ops = f" ops={'+'.join(self.ops)}" if self.ops else ""
-        return f"n={self.n} {self.method} pc={int(self.per_channel)} float={keep} {self.fmt}{ops}"
+        method = f"percentile {self.pct:g}" if self.method == "percentile" else self.method
+        return f"n={self.n} {method} pc={int(self.per_channel)} float={keep} {self.fmt}{ops}"
 
     @property
     def slug(self) -> str:
@@ -195,14 +198,16 @@ def main(argv: list[str] | None = None) -> int:
         variant = Variant.parse(spec)
         out = args.out / f"{variant.slug}.onnx"
         ops = "-".join(variant.ops) or "all"
-        cache = args.out / f"calibration_n{variant.n}_{variant.method}_{ops}_{args.calibration_pool}.json"
+        method = f"percentile{variant.pct:g}" if variant.method == "percentile" else variant.method
+        cache = args.out / f"calibration_n{variant.n}_{method}_{ops}_{args.calibration_pool}.json"
         calib = calibration_photos(args.images, variant.n, skip=outside_pool) if variant.n < len(pool) else pool
         if set(p.name for p in calib) - pool_names:
             raise SystemExit("calibration photos must come from the pool")
         t0 = time.perf_counter()
         quantize_yolov5(
             weights.onnx, calib, out, method=variant.method, per_channel=variant.per_channel,
-            keep_float=variant.keep, quant_format=variant.fmt, op_types=variant.ops, calibration_cache=cache,
+            keep_float=variant.keep, quant_format=variant.fmt, op_types=variant.ops, percentile=variant.pct,
+            calibration_cache=cache,
         )
         quantize_s = time.perf_counter() - t0
         run = _onnx_runner(out, threads)

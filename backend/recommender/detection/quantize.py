@@ -161,13 +161,14 @@ def quantize_yolov5(
     keep_float: Iterable[str] = DEFAULT_KEEP_FLOAT,
     quant_format: str = "qdq",
     op_types: Sequence[str] | None = None,
+    percentile: float = 99.999,
     input_size: int = DEFAULT_INPUT_SIZE,
     calibration_cache: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write an INT8 (u8 activations, s8 weights) copy of ``float_model`` to ``output``.
 
     ``photos`` calibrate the activation ranges; ``method`` is minmax, entropy or percentile
-    (99.999th). ``keep_float`` names the layer groups left in float. ``calibration_cache``
+    (of |activation|, ``percentile``). ``keep_float`` names the layer groups left in float. ``calibration_cache``
     (optional, a JSON file) stores the ranges so variants that differ only in kept layers,
     per-channel or format reuse one calibration; it must be specific to photos, method and
     ``op_types`` (the operator types quantized; default: every type ONNX Runtime can).
@@ -186,7 +187,7 @@ def quantize_yolov5(
     excluded = float_nodes(model, keep_float)
     input_name = model.graph.input[0].name
     reader = _calibration_reader([Path(p) for p in photos], input_name, input_size)
-    extra = {"CalibPercentile": 99.999, "CalibStridedMinMax": 1}
+    extra = {"CalibPercentile": percentile, "CalibStridedMinMax": 1}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.tmp")
