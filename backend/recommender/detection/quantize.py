@@ -32,8 +32,9 @@ from .yolov5 import DEFAULT_INPUT_SIZE, letterbox
 
 # Groups of layers that can be kept in float (see the module docstring).
 FLOAT_GROUPS = ("heads", "first", "last")
-METHODS = ("minmax", "entropy", "percentile")
-FORMATS = ("qdq", "qoperator")
+# Our names → onnxruntime.quantization's CalibrationMethod and QuantFormat members.
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+FORMATS = {"qdq": "QDQ", "qoperator": "QOperator"}
 DEFAULT_KEEP_FLOAT = ("heads",)
 # Photos are fed to the calibrator one at a time: histogram calibrators stack a chunk's
 # activations into one array, which fails when the photos' letterboxed shapes differ, and
@@ -168,10 +169,11 @@ def quantize_yolov5(
     """Write an INT8 (u8 activations, s8 weights) copy of ``float_model`` to ``output``.
 
     ``photos`` calibrate the activation ranges; ``method`` is minmax, entropy or percentile
-    (of |activation|, ``percentile``). ``keep_float`` names the layer groups left in float. ``calibration_cache``
-    (optional, a JSON file) stores the ranges so variants that differ only in kept layers,
-    per-channel or format reuse one calibration; it must be specific to photos, method and
-    ``op_types`` (the operator types quantized; default: every type ONNX Runtime can).
+    (of |activation|, ``percentile``). ``keep_float`` names the layer groups left in float.
+    ``calibration_cache`` (optional, a JSON file) stores the ranges so variants that differ
+    only in kept layers, per-channel or format reuse one calibration; it must be specific to
+    photos, method, percentile and ``op_types`` (the operator types quantized; default:
+    every type ONNX Runtime can).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -187,7 +189,6 @@ def quantize_yolov5(
     excluded = float_nodes(model, keep_float)
     input_name = model.graph.input[0].name
     reader = _calibration_reader([Path(p) for p in photos], input_name, input_size)
-    extra = {"CalibPercentile": percentile, "CalibStridedMinMax": 1}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.tmp")
@@ -195,19 +196,15 @@ def quantize_yolov5(
         model,
         str(temporary),
         reader,
-        quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+        quant_format=getattr(QuantFormat, FORMATS[quant_format]),
         per_channel=per_channel,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=excluded,
         op_types_to_quantize=list(op_types) if op_types else None,
-        calibrate_method={
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[method],
+        calibrate_method=getattr(CalibrationMethod, METHODS[method]),
         calibration_cache_path=None if calibration_cache is None else str(calibration_cache),
-        extra_options=extra,
+        extra_options={"CalibPercentile": percentile, "CalibStridedMinMax": 1},
     )
     # Written aside and moved into place: an interrupted run never leaves a half model.
     os.replace(temporary, output)
