@@ -5,6 +5,8 @@
 coco_dev (400 photos) is split once: ``--calibration-pool`` photos, evenly spaced over the
 sorted file names (``quantize.calibration_photos``), are the only ones any variant calibrates
 on; every score is measured on the other photos, for the float model and every variant alike.
+``--pool-index 1`` takes a second pool disjoint from the first (evenly spaced over the photos
+the first left), to check that a variant's score is not the luck of one calibration set.
 
 A variant is ``n=32,method=minmax,pc=1,keep=heads+first,fmt=qdq`` (calibration photos taken
 evenly from the pool; minmax | entropy | percentile; per-channel weights on/off; layer groups
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, default=SHARED / "coco_dev" / "labels.json")
     parser.add_argument("--weights-dir", type=Path, default=None, help="default: WEIGHTS_DIR")
     parser.add_argument("--calibration-pool", type=int, default=100)
+    parser.add_argument("--pool-index", type=int, default=0, help="which disjoint pool (0, 1, ...) calibrates")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated variant specs")
     parser.add_argument("--limit", type=int, default=0, help="evaluate on the first N non-pool photos only")
     parser.add_argument("--timed", type=int, default=100, help="photos timed (interleaved with float)")
@@ -173,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     weights = locate_yolov5(args.weights_dir or Settings.from_env().resolved_weights_dir)
     labels = load_labels(args.labels)
     every = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".jpg")
-    pool = calibration_photos(args.images, args.calibration_pool)
+    taken: set[str] = set()
+    for _ in range(args.pool_index + 1):  # pool k: evenly spaced over the photos no earlier pool took
+        pool = calibration_photos(args.images, args.calibration_pool, skip=taken)
+        taken |= {p.name for p in pool}
     pool_names = {p.name for p in pool}
     evaluated = [p for p in every if p.name not in pool_names]
     outside_pool = [p.name for p in evaluated]
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluated = evaluated[: args.limit]
     names = [p.name for p in evaluated]
     print(
-        f"coco_dev: calibration pool {len(pool)} photos, evaluated on the other {len(evaluated)}; "
+        f"coco_dev: calibration pool {args.pool_index} of {len(pool)} photos, evaluated on the other {len(evaluated)}; "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
         file=sys.stderr,
     )
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out / f"{variant.slug}.onnx"
         ops = "-".join(variant.ops) or "all"
         method = f"percentile{variant.pct:g}" if variant.method == "percentile" else variant.method
-        cache = args.out / f"calibration_n{variant.n}_{method}_{ops}_{args.calibration_pool}.json"
+        cache = args.out / f"calibration_n{variant.n}_{method}_{ops}_{args.calibration_pool}_{args.pool_index}.json"
         calib = calibration_photos(args.images, variant.n, skip=outside_pool) if variant.n < len(pool) else pool
         if set(p.name for p in calib) - pool_names:
             raise SystemExit("calibration photos must come from the pool")
@@ -228,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    print(f"\nevaluated photos: {len(names)} (coco_dev minus the {len(pool)}-photo calibration pool); load {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nevaluated photos: {len(names)} (coco_dev minus calibration pool {args.pool_index}, "
+        f"{len(pool)} photos); load {os.getloadavg()[0]:.2f}"
+    )
     print("| variant | ms median | ms p95 | speed-up | NDCG@30 | Δ NDCG (± s.e.) | P@30 | mAP@30 | same top class |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, times, q, speedup, se, same_top, _ in rows:
