@@ -84,8 +84,8 @@ from pathlib import Path
 
 import numpy as np
 
+from int8_model import DEFAULT_KEEP_FLOAT, calibration_photos, quantize_yolov5
 from recommender.config import Settings
-from recommender.detection.quantize import DEFAULT_KEEP_FLOAT, calibration_photos, quantize_yolov5
 from recommender.detection.weights import locate_yolov5
 from recommender.detection.yolov5 import DEFAULT_INPUT_SIZE, DEFAULT_SCORE_THRESHOLD, _onnx_runner, decode, letterbox
 from recommender.evaluation import evaluate_rankings, load_labels, rank_gallery

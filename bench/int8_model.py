@@ -1,4 +1,5 @@
-"""Static INT8 quantization of the YOLOv5s ONNX conversion (the ``fast`` detection profile).
+"""Static INT8 quantization of the YOLOv5s ONNX conversion: the study behind the ``fast``
+profile that is not offered (it lives in bench/, not in the package, for that reason).
 
 ``quantize_yolov5`` writes an INT8 copy of ``yolov5s-heads.onnx`` with ONNX Runtime's
 ``quantize_static``. Activation ranges come from calibration photos letterboxed exactly as
@@ -30,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from ..images import read_image_file
-from .base import DetectorError
-from .yolov5 import DEFAULT_INPUT_SIZE, letterbox
+from recommender.detection.base import DetectorError
+from recommender.detection.yolov5 import DEFAULT_INPUT_SIZE, letterbox
+from recommender.images import read_image_file
 
 # Groups of layers that can be kept in float (see the module docstring).
 FLOAT_GROUPS = ("heads", "first", "last")
