@@ -24,6 +24,7 @@ from index_data import DEFAULT_CACHE, _noisy, coco_dev_vectors
 from recommender import bootstrap
 from recommender.config import Settings
 from recommender.detection.yolov5 import DEFAULT_SCORE_THRESHOLD
+from recommender.storage import create_database_engine
 from recommender.storage.bulk import _ARRAY_BYTES, _PG_SIGNATURE, _ROW
 
 DETECTOR = "yolov5s"
@@ -40,7 +41,8 @@ def fill(settings: Settings, n: int, sigma: float, weights: Path, seed: int = 0)
     started = time.perf_counter()
     seeds = coco_dev_vectors(DEFAULT_CACHE, weights)
     bootstrap.build(settings, migrate=True).close()  # schema, active detector, collection id
-    engine = bootstrap.open_database(settings)
+    # Unbounded, like a migration: the service's engine breaks off any call over DB_TIMEOUT.
+    engine = create_database_engine(settings.resolved_database_url)
     rng = np.random.default_rng(seed)
     detections = 0
     try:

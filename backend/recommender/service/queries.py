@@ -126,16 +126,18 @@ class Queries:
         check_page(page, per_page)
         ask.check()
         with database_errors():
-            record = self._record(name)
             snapshot = self._collection.current()
-            vector = self._repository.vector(record.id, snapshot.detector)
+            # Checked before any query: a NUL byte is a bad name, not a database outage.
+            found = self._repository.image_to_query(name, snapshot.detector, DISPLAY_THRESHOLD) \
+                if is_plausible_name(name) else None
+            if found is None:
+                raise NotFound(f"no image named {name!r}")
+            record, vector, query_classes = found
             if vector is None:
                 raise Unavailable(
                     f"image {name!r} has no vector from detector {snapshot.detector!r} yet: "
                     f"run `recommender reindex --detector {snapshot.detector}`"
                 )
-            summary = self._repository.summaries([record.id], snapshot.detector, DISPLAY_THRESHOLD).get(record.id)
-            query_classes = list(summary.class_ids) if summary else []
             page_ = self._page(snapshot, ask.moved(vector), record, query_classes, page, per_page, ask)
         return _collapsed(page_) if collapse else page_
 
@@ -146,11 +148,11 @@ class Queries:
             require=ask.with_ids, forbid=ask.without_ids, max_distance=ask.max_distance,
         )
         ids = [int(i) for i in result.ids]
-        summaries = self._repository.summaries(ids, snapshot.detector, DISPLAY_THRESHOLD)
-        stored = self._repository.vectors_of(ids, snapshot.detector)
-        # Deleted between the index query and these lookups: left out of the page.
-        found = [(i, d) for i, d in zip(ids, result.distances) if i in summaries and i in stored]
-        explained = explain_matches(raw, np.array([stored[i] for i, _ in found]), ranking=snapshot.ranking) if found else []
+        rows = self._repository.page_images(ids, snapshot.detector, DISPLAY_THRESHOLD)
+        # Deleted between the index query and this lookup: left out of the page.
+        found = [(i, d) for i, d in zip(ids, result.distances) if i in rows and rows[i][1] is not None]
+        summaries = {i: rows[i][0] for i, _ in found}
+        explained = explain_matches(raw, np.array([rows[i][1] for i, _ in found]), ranking=snapshot.ranking) if found else []
         wanted = set(query_classes)
         results = []
         for (image_id, distance), contributions in zip(found, explained):

@@ -14,21 +14,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from ..classes import NUM_CLASSES
 from ..detection.base import Detections
-from . import bulk, feed, records
+from . import bulk, feed, pages, records
 from .database import breaker_of
+from .pages import IN_CHUNK as _IN_CHUNK
+from .pages import record_of as _record
 from .records import DetectionRecord, ImageRecord, ImageSummary, NewImage
 from .schema import detections as detections_t
 from .schema import images as images_t
 from .schema import state as state_t
 from .schema import vectors as vectors_t
 
-# SQLite's default limit on bound parameters is 32766 (older builds 999); stay well below.
-_IN_CHUNK = 900
 # Rows per round trip of a whole-table read: each stays well inside the time limit of a call.
 _SCAN_PAGE = 20_000
 ACTIVE_DETECTOR = "active_detector"
@@ -288,23 +288,18 @@ class Repository:
 
     def summaries(self, ids: Sequence[int], detector: str, min_score: float) -> dict[int, ImageSummary]:
         """Name, hash and detected classes (score >= ``min_score``) of each image, one query per chunk."""
-        d = detections_t.c
-        join = images_t.outerjoin(
-            detections_t, and_(d.image_id == images_t.c.id, d.detector == detector, d.score >= min_score)
-        )
-        rows: dict[int, tuple[str, str, int | None, set[int]]] = {}
+        return {i: summary for i, (summary, _vector) in self.page_images(ids, detector, min_score).items()}
+
+    def page_images(self, ids: Sequence[int], detector: str, min_score: float
+                    ) -> dict[int, tuple[ImageSummary, np.ndarray | None]]:
+        """``summaries`` with each image's vector of ``detector`` (None if it has none), in the same query."""
         with self._reading() as conn:
-            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
-                query = (
-                    select(images_t.c.id, images_t.c.name, images_t.c.sha256, images_t.c.phash, d.class_id)
-                    .select_from(join)
-                    .where(images_t.c.id.in_(chunk))
-                )
-                for image_id, name, sha, phash, class_id in conn.execute(query):
-                    classes = rows.setdefault(int(image_id), (name, sha, phash, set()))[3]
-                    if class_id is not None:
-                        classes.add(int(class_id))
-        return {i: ImageSummary(i, name, sha, tuple(sorted(c)), h) for i, (name, sha, h, c) in rows.items()}
+            return pages.images_by_id(conn, ids, detector, min_score)
+
+    def image_to_query(self, name: str, detector: str, min_score: float) -> pages.Found | None:
+        """The image ``name`` with its vector of ``detector`` (or None) and its shown classes, in one query."""
+        with self._reading() as conn:
+            return pages.image_by_name(conn, name, detector, min_score)
 
     def random_ids(self, n: int, rng: _random.Random | None = None) -> list[int]:
         """Up to ``n`` distinct image ids, uniformly at random, without sorting the whole table."""
@@ -378,14 +373,3 @@ def _insert_detections(conn: Connection, image_id: int, detector: str, found: De
 def _chunks(items: list, size: int = _IN_CHUNK) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _record(row: Row) -> ImageRecord:
-    created = row.created_at
-    if created.tzinfo is None:  # SQLite keeps no offset; we always write UTC
-        created = created.replace(tzinfo=timezone.utc)
-    return ImageRecord(
-        id=int(row.id), name=row.name, sha256=row.sha256, width=int(row.width), height=int(row.height),
-        format=row.format, mime=row.mime, size_bytes=int(row.size_bytes), created_at=created,
-        phash=None if row.phash is None else int(row.phash),
-    )
