@@ -1,10 +1,11 @@
 """The reads of one similar-photos request: the asked image, then the page's images, one query each.
 
-A request used to make five round trips (the image by name, its vector, its classes, the
-page's names and classes, the page's vectors), each with a freshly built ``select()``: at 100k
-photos that cost more than the index scan. Here each is one query that joins the vector and
-aggregates the shown classes in SQL, prepared once at import (SQLAlchemy then reuses the
-compiled form; only the values change).
+A request used to make five reads (the image by name, its vector, its classes, the page's
+names and classes, the page's vectors), each on a connection of its own (on PostgreSQL a
+checkout is a ping, BEGIN and ROLLBACK: three more round trips) and with a freshly built
+``select()``: at 100k photos that cost more than the index scan. Here both reads share one
+connection (``PageReader``) and each is one query that joins the vector and aggregates the
+shown classes in SQL, prepared once at import (SQLAlchemy reuses the compiled form).
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ def image_by_name(conn: Connection, name: str, detector: str, min_score: float) 
     """The image ``name``, its vector from ``detector`` (None if it has none) and the classes it shows."""
     row = conn.execute(_BY_NAME, {"name": name, "detector": detector, "min_score": float(min_score)}).first()
     return None if row is None else (record_of(row), row.vector, _classes(row.shown))
+
+
+class PageReader:
+    """The two reads of a similar-photos request, on the connection the caller holds."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def image_by_name(self, name: str, detector: str, min_score: float) -> Found | None:
+        return image_by_name(self._conn, name, detector, min_score)
+
+    def images_by_id(self, ids: Sequence[int], detector: str, min_score: float
+                     ) -> dict[int, tuple[ImageSummary, np.ndarray | None]]:
+        return images_by_id(self._conn, ids, detector, min_score)
 
 
 def images_by_id(conn: Connection, ids: Sequence[int], detector: str, min_score: float

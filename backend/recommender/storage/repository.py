@@ -39,13 +39,16 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._breaker = breaker_of(engine)
+        # PostgreSQL reads need no transaction: at READ COMMITTED each statement sees the newest
+        # commits either way, and autocommit saves a BEGIN and a ROLLBACK round trip per read.
+        self._read_options = {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {}
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
-        with self._admitted(), self.engine.connect() as conn:
+        with self._admitted(), self.engine.connect().execution_options(**self._read_options) as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -288,18 +291,14 @@ class Repository:
 
     def summaries(self, ids: Sequence[int], detector: str, min_score: float) -> dict[int, ImageSummary]:
         """Name, hash and detected classes (score >= ``min_score``) of each image, one query per chunk."""
-        return {i: summary for i, (summary, _vector) in self.page_images(ids, detector, min_score).items()}
-
-    def page_images(self, ids: Sequence[int], detector: str, min_score: float
-                    ) -> dict[int, tuple[ImageSummary, np.ndarray | None]]:
-        """``summaries`` with each image's vector of ``detector`` (None if it has none), in the same query."""
         with self._reading() as conn:
-            return pages.images_by_id(conn, ids, detector, min_score)
+            return {i: summary for i, (summary, _vector) in pages.images_by_id(conn, ids, detector, min_score).items()}
 
-    def image_to_query(self, name: str, detector: str, min_score: float) -> pages.Found | None:
-        """The image ``name`` with its vector of ``detector`` (or None) and its shown classes, in one query."""
+    @contextlib.contextmanager
+    def page_reader(self) -> Iterator[pages.PageReader]:
+        """The reads of one similar-photos request on one connection (a checkout costs round trips)."""
         with self._reading() as conn:
-            return pages.image_by_name(conn, name, detector, min_score)
+            yield pages.PageReader(conn)
 
     def random_ids(self, n: int, rng: _random.Random | None = None) -> list[int]:
         """Up to ``n`` distinct image ids, uniformly at random, without sorting the whole table."""
