@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/filters.py [--n 100000] [--rounds 200] [--sigma 1.0] [--http]
 
-Builds a SQLite collection of n photos without running the detector: each photo's vector is
-a coco_dev YOLOv5s vector (``index_data``), resampled with logit noise ``sigma``; its
-detections are one box per class scoring at least 0.3 (the display threshold), so the class
-masks and the class table come from the detections table as in production. Then, through
+Builds a SQLite collection of n photos without running the detector (``synthetic.fill``: each
+photo's vector a coco_dev YOLOv5s vector resampled with logit noise ``sigma``, one box per class
+scoring at least 0.3), so the class masks and the class table come from the detections table
+as in production. Then, through
 the service (``Queries.similar`` / ``Queries.search``; with ``--http`` also through a real
 ``recommender serve``), each round picks a random query photo and runs every variant once,
 in a shuffled order (interleaved, so load from other processes hits all variants alike).
@@ -26,12 +26,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-
-from index_data import DEFAULT_CACHE, _noisy, coco_dev_vectors
 from recommender import bootstrap
 from recommender.config import Settings
 from recommender.objects import Ask
+from synthetic import fill, name_of
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.3
@@ -51,30 +49,6 @@ VARIANTS = {
 }
 HTTP_PARAMS = {"unfiltered": "", "with=dog": "with=dog", "with=person": "with=person", "without=person": "without=person",
                "with=person&min_similarity=0.5": "with=person&min_similarity=0.5"}
-
-
-def fill(settings: Settings, n: int, sigma: float, weights: Path) -> None:
-    seeds = coco_dev_vectors(DEFAULT_CACHE, weights)
-    rng = np.random.default_rng(0)
-    raw = _noisy(seeds[rng.integers(0, seeds.shape[0], n)], sigma, rng).astype(np.float32)
-    bootstrap.build(settings, migrate=True).close()  # schema, active detector
-    engine = bootstrap.open_database(settings)
-    with engine.begin() as conn:
-        db = conn.connection.driver_connection
-        db.executemany(
-            "INSERT INTO images (id, name, sha256, width, height, format, mime, size_bytes, created_at, phash) "
-            "VALUES (?, ?, ?, 640, 480, 'JPEG', 'image/jpeg', 1, '2024-01-01', ?)",
-            ((i + 1, f"{i + 1}.jpg", f"{i + 1:064x}", int(rng.integers(-(2**62), 2**62))) for i in range(n)),
-        )
-        db.executemany('INSERT INTO vectors (image_id, detector, "values") VALUES (?, ?, ?)',
-                       ((i + 1, "yolov5s", raw[i].astype("<f4").tobytes()) for i in range(n)))
-        rows, cols = np.nonzero(raw >= THRESHOLD)
-        db.executemany(
-            "INSERT INTO detections (image_id, detector, class_id, score, x1, y1, x2, y2) VALUES (?, 'yolov5s', ?, ?, 0, 0, 9, 9)",
-            ((int(r) + 1, int(c), float(raw[r, c])) for r, c in zip(rows, cols)),
-        )
-    engine.dispose()
-    print(f"filled {n} photos, {len(rows)} detections ({len(rows) / n:.1f} per photo)", flush=True)
 
 
 def class_table_seconds(settings: Settings) -> float:
@@ -149,14 +123,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="filters-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp))
-        fill(settings, args.n, args.sigma, args.weights)
+        print(f"filled: {fill(settings, args.n, args.sigma, args.weights)}", flush=True)
         service = bootstrap.build(settings)
         started = time.perf_counter()
         service.collection.current()
         print(f"index and class table loaded in {time.perf_counter() - started:.2f} s", flush=True)
         print(f"of which the class table (read + build), median of 3: {class_table_seconds(settings):.2f} s", flush=True)
         rng = random.Random(1)
-        names = [f"{rng.randrange(1, args.n + 1)}.jpg" for _ in range(args.rounds)]
+        names = [name_of(rng.randrange(1, args.n + 1)) for _ in range(args.rounds)]
         times: dict[str, list[float]] = {k: [] for k in VARIANTS}
         for name in names[:5]:  # warm-up
             for variant in VARIANTS.values():

@@ -30,7 +30,7 @@ from pathlib import Path
 
 # This file is named like the standard library's ``http`` package, and Python puts the
 # script's folder first on sys.path: drop it so ``import http.client`` gets the real one.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+if __name__ == "__main__" and sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
 import argparse

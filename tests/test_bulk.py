@@ -103,3 +103,26 @@ def test_class_bits_are_the_classes_the_chips_show(database_url: str) -> None:
     assert labels.tolist() == np.array(expected).tolist()
     assert labels[0].tolist() == [(1 << 1) | (1 << 63), 1 << 0]  # class 63 is the sign bit of word 0
     engine.dispose()
+
+
+def test_reads_in_pages_return_what_one_read_returns(repo: Repository, monkeypatch) -> None:
+    """A large collection is read in pages (each database call stays short); the result is the same."""
+    from recommender.storage import bulk
+
+    rng = np.random.default_rng(5)
+    repo.ensure_active("yolov5s")
+    for i in range(23):
+        pairs = [(int(c), float(s)) for c, s in zip(rng.integers(1, 81, 3), rng.random(3))]
+        found = Detections(np.array([c for c, _ in pairs], np.int32), np.array([s for _, s in pairs], np.float32),
+                           np.ones((3, 4), np.float32), np.zeros(81, np.float32))
+        stored = repo.store_image(_image(i), "yolov5s", found, rng.random(NUM_CLASSES).astype(np.float32))
+        if i % 5 == 0:
+            repo.delete_image(stored.id)  # gaps in the ids, also at a page's edge
+    whole_ids, whole = read_vectors(repo.engine, "yolov5s")
+    whole_classes = sorted(zip(*(a.tolist() for a in repo.shown_classes("yolov5s", 0.3))))
+    for rows in (1, 4, 18, 19):
+        monkeypatch.setattr(bulk, "PAGE_ROWS", rows)
+        ids, values = read_vectors(repo.engine, "yolov5s")
+        assert ids.tolist() == whole_ids.tolist() and np.array_equal(values, whole) and len(ids) == 18
+        assert sorted(zip(*(a.tolist() for a in repo.shown_classes("yolov5s", 0.3)))) == whole_classes
+    assert whole_classes  # the test has something to compare

@@ -61,12 +61,14 @@ def explain_matches(
     """For each result (n×81), the ``top`` classes that contributed most to its similarity with
     the query (each at least ``min_share``), biggest first."""
     results = np.asarray(results_raw, dtype=np.float64).reshape(-1, NUM_CLASSES)
-    return [_top(row, top, min_share) for row in _shares(query_raw, results, ranking)]
-
-
-def _top(shares: np.ndarray, top: int, min_share: float) -> list[ClassContribution]:
-    order = np.argsort(-shares, kind="stable")[:top]
-    return [ClassContribution(int(c), class_name(int(c)), float(shares[c])) for c in order if shares[c] >= min_share]
+    shares = _shares(query_raw, results, ranking)
+    # One sort for the whole page (a request explains 30 results), then only the top classes.
+    order = np.argsort(-shares, axis=1, kind="stable")[:, :top]
+    best = np.take_along_axis(shares, order, axis=1)
+    return [
+        [ClassContribution(c, class_name(c), s) for c, s in zip(row_order, row_best) if s >= min_share]
+        for row_order, row_best in zip(order.tolist(), best.tolist())
+    ]
 
 
 def why(contributions: list[ClassContribution]) -> str:

@@ -13,7 +13,7 @@ from ..images import THUMBNAIL_SIDE, decode_image, thumbnail_jpeg
 from ..index import MAX_PER_PAGE
 from ..neardup import fold
 from ..objects import NO_ASK, Ask, parse_search, similarity_of
-from ..storage import ImageRecord, MediaStore, Repository
+from ..storage import ImageRecord, MediaStore, PageReader, Repository
 from ..storage.names import is_plausible_name
 from .collection import LiveCollection, Snapshot
 from .errors import InvalidRequest, NotFound, Unavailable, database_errors
@@ -125,31 +125,33 @@ class Queries:
         check_page(page, per_page)
         ask.check()
         with database_errors():
-            record = self._record(name)
-            snapshot = self._collection.current()
-            vector = self._repository.vector(record.id, snapshot.detector)
-            if vector is None:
-                raise Unavailable(
-                    f"image {name!r} has no vector from detector {snapshot.detector!r} yet: "
-                    f"run `recommender reindex --detector {snapshot.detector}`"
-                )
-            summary = self._repository.summaries([record.id], snapshot.detector, DISPLAY_THRESHOLD).get(record.id)
-            query_classes = list(summary.class_ids) if summary else []
-            page_ = self._page(snapshot, ask.moved(vector), record, query_classes, page, per_page, ask)
+            snapshot = self._collection.current()  # may load the index: before holding a connection
+            with self._repository.page_reader() as reader:
+                # Checked before any query: a NUL byte is a bad name, not a database outage.
+                found = reader.image_by_name(name, snapshot.detector, DISPLAY_THRESHOLD) if is_plausible_name(name) else None
+                if found is None:
+                    raise NotFound(f"no image named {name!r}")
+                record, vector, query_classes = found
+                if vector is None:
+                    raise Unavailable(
+                        f"image {name!r} has no vector from detector {snapshot.detector!r} yet: "
+                        f"run `recommender reindex --detector {snapshot.detector}`"
+                    )
+                page_ = self._page(reader, snapshot, ask.moved(vector), record, query_classes, page, per_page, ask)
         return _collapsed(page_) if collapse else page_
 
-    def _page(self, snapshot: Snapshot, raw: np.ndarray, query: ImageRecord, query_classes: Sequence[int],
-              page: int, per_page: int, ask: Ask) -> SimilarPage:
+    def _page(self, reader: PageReader, snapshot: Snapshot, raw: np.ndarray, query: ImageRecord,
+              query_classes: Sequence[int], page: int, per_page: int, ask: Ask) -> SimilarPage:
         result = snapshot.index.query(
             snapshot.ranking.query_transform(raw), page=page, per_page=per_page, exclude_id=query.id,
             require=ask.with_ids, forbid=ask.without_ids, max_distance=ask.max_distance,
         )
         ids = [int(i) for i in result.ids]
-        summaries = self._repository.summaries(ids, snapshot.detector, DISPLAY_THRESHOLD)
-        stored = self._repository.vectors_of(ids, snapshot.detector)
-        # Deleted between the index query and these lookups: left out of the page.
-        found = [(i, d) for i, d in zip(ids, result.distances) if i in summaries and i in stored]
-        explained = explain_matches(raw, np.array([stored[i] for i, _ in found]), ranking=snapshot.ranking) if found else []
+        rows = reader.images_by_id(ids, snapshot.detector, DISPLAY_THRESHOLD)
+        # Deleted between the index query and this lookup: left out of the page.
+        found = [(i, d) for i, d in zip(ids, result.distances) if i in rows and rows[i][1] is not None]
+        summaries = {i: rows[i][0] for i, _ in found}
+        explained = explain_matches(raw, np.array([rows[i][1] for i, _ in found]), ranking=snapshot.ranking) if found else []
         wanted = set(query_classes)
         results = []
         for (image_id, distance), contributions in zip(found, explained):

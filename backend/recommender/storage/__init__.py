@@ -4,6 +4,7 @@ from .database import DatabaseURLError, create_database_engine
 from .feed import Change
 from .media import MediaFile, MediaStore
 from .migrate import SchemaError, check_schema, ensure_schema, upgrade
+from .pages import PageReader
 from .records import (
     ContentExists,
     DetectionRecord,
@@ -29,6 +30,7 @@ __all__ = [
     "MediaStore",
     "NameTaken",
     "NewImage",
+    "PageReader",
     "Repository",
     "SchemaError",
     "VectorsMissing",

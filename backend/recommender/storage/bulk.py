@@ -10,7 +10,9 @@
   ``_sqlite_concatenated``) rows are fetched in large batches straight from the driver.
 
 Both return exactly what ``Repository.vectors`` returns: (ids int64[n], float32[n, 81]) ordered
-by image id.
+by image id. Reads go in pages of ``PAGE_ROWS`` images, each on a connection of its own: the
+service bounds every database call by DB_TIMEOUT, and one statement over a million rows takes
+longer than that on a busy machine (the start-up then failed and retried forever).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ _ROW = np.dtype(
     ]
 )
 _SQLITE_BATCH = 65_536
+# Images per call of a whole-collection read: about a second per call on a loaded 2-core machine.
+PAGE_ROWS = 100_000
 
 
 class BulkReadError(RuntimeError):
@@ -46,20 +50,28 @@ class BulkReadError(RuntimeError):
 
 def read_vectors(engine: Engine, detector: str) -> tuple[np.ndarray, np.ndarray]:
     """(image ids int64[n], float32[n, 81]) of one detector, ordered by image id."""
-    backend = engine.dialect.name
-    if backend == "postgresql":
-        return _read_postgresql(engine, detector)
-    if backend == "sqlite":
-        return _read_sqlite(engine, detector)
-    raise BulkReadError(f"no bulk reader for {backend!r}")
+    read_page = {"postgresql": _read_postgresql, "sqlite": _read_sqlite}.get(engine.dialect.name)
+    if read_page is None:
+        raise BulkReadError(f"no bulk reader for {engine.dialect.name!r}")
+    pages: list[tuple[np.ndarray, np.ndarray]] = []
+    after = -1
+    while True:
+        pages.append(read_page(engine, detector, after, PAGE_ROWS))
+        if pages[-1][0].shape[0] < PAGE_ROWS:
+            break
+        after = int(pages[-1][0][-1])
+    if len(pages) == 1:
+        return pages[0]
+    return np.concatenate([p[0] for p in pages]), np.concatenate([p[1] for p in pages])
 
 
-def _read_postgresql(engine: Engine, detector: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_postgresql(engine: Engine, detector: str, after: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
     from psycopg import sql
 
     statement = sql.SQL(
-        'COPY (SELECT image_id, "values" FROM vectors WHERE detector = {} ORDER BY image_id) TO STDOUT (FORMAT binary)'
-    ).format(sql.Literal(detector))
+        'COPY (SELECT image_id, "values" FROM vectors WHERE detector = {} AND image_id > {} ORDER BY image_id LIMIT {}) '
+        "TO STDOUT (FORMAT binary)"
+    ).format(sql.Literal(detector), sql.Literal(int(after)), sql.Literal(int(limit)))
     parser = _CopyParser()
     with engine.connect() as conn:
         driver = conn.connection.driver_connection
@@ -128,14 +140,14 @@ def _check_rows(rows: np.ndarray) -> None:
         raise BulkReadError(f"vector of image {int(rows['id'][bad])} is not {NUM_CLASSES} non-null REALs")
 
 
-def _read_sqlite(engine: Engine, detector: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_sqlite(engine: Engine, detector: str, after: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
     with engine.connect() as conn:
         driver = conn.connection.driver_connection
-        found = _sqlite_concatenated(driver, detector)
-        return found if found is not None else _sqlite_batches(driver, detector)
+        found = _sqlite_concatenated(driver, detector, after, limit)
+        return found if found is not None else _sqlite_batches(driver, detector, after, limit)
 
 
-def _sqlite_concatenated(driver, detector: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _sqlite_concatenated(driver, detector: str, after: int = -1, limit: int = -1) -> tuple[np.ndarray, np.ndarray] | None:
     """One row for the whole detector: all blobs concatenated by SQLite, all ids as one text.
 
     group_concat works on text, which in a UTF-8 database is the blob's bytes unchanged; the
@@ -147,8 +159,8 @@ def _sqlite_concatenated(driver, detector: str) -> tuple[np.ndarray, np.ndarray]
         return None
     blob, id_text, count = driver.execute(
         "SELECT CAST(group_concat(v, x'') AS BLOB), group_concat(image_id), count(*) "
-        'FROM (SELECT image_id, "values" AS v FROM vectors WHERE detector = ? ORDER BY image_id)',
-        (detector,),
+        'FROM (SELECT image_id, "values" AS v FROM vectors WHERE detector = ? AND image_id > ? ORDER BY image_id LIMIT ?)',
+        (detector, after, limit),
     ).fetchone()
     if count == 0:
         return np.empty(0, np.int64), np.empty((0, NUM_CLASSES), np.float32)
@@ -158,12 +170,13 @@ def _sqlite_concatenated(driver, detector: str) -> tuple[np.ndarray, np.ndarray]
     return ids, np.frombuffer(blob, dtype="<f4").reshape(count, NUM_CLASSES).astype(np.float32)
 
 
-def _sqlite_batches(driver, detector: str) -> tuple[np.ndarray, np.ndarray]:
+def _sqlite_batches(driver, detector: str, after: int = -1, limit: int = -1) -> tuple[np.ndarray, np.ndarray]:
     ids: list[int] = []
     blobs: list[bytes] = []
     cursor = driver.cursor()
     try:
-        cursor.execute('SELECT image_id, "values" FROM vectors WHERE detector = ? ORDER BY image_id', (detector,))
+        cursor.execute('SELECT image_id, "values" FROM vectors WHERE detector = ? AND image_id > ? ORDER BY image_id LIMIT ?',
+                       (detector, after, limit))
         while batch := cursor.fetchmany(_SQLITE_BATCH):
             batch_ids, batch_blobs = zip(*batch)
             ids.extend(batch_ids)
@@ -183,26 +196,46 @@ def read_class_scores(engine: Engine, detector: str, min_score: float,
     """(image ids int64, class ids int64, best score float32): one row per class an image shows.
 
     "Shows" means a box of the class at ``min_score`` or more (the page's chips' rule); the
-    score is the best such box's. All images, or only ``ids``.
+    score is the best such box's. All images (in windows of ``PAGE_ROWS`` image ids, a call
+    each), or only ``ids``.
     """
     marker = "%s" if engine.dialect.name == "postgresql" else "?"
-    where = f"detector = {marker} AND score >= {marker}"
-    chunks: list[list[int] | None] = [None] if ids is None else [ids[i : i + 900] for i in range(0, len(ids), 900)]
+    query = (f"SELECT image_id, class_id, MAX(score) FROM detections WHERE detector = {marker} AND score >= {marker}"
+             " AND {} GROUP BY image_id, class_id")
+    head = (detector, float(min_score))
+    if ids is None:
+        calls = [[(query.format(f"image_id BETWEEN {marker} AND {marker}"), (*head, low, low + PAGE_ROWS - 1))]
+                 for low in _id_windows(engine)]
+    else:
+        chunks = [ids[i : i + 900] for i in range(0, len(ids), 900)]
+        calls = [[(query.format(f"image_id IN ({', '.join([marker] * len(c))})"), (*head, *c)) for c in chunks]]
     rows: list[tuple] = []
-    with engine.connect() as conn:
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            for chunk in chunks:
-                extra = "" if chunk is None else f" AND image_id IN ({', '.join([marker] * len(chunk))})"
-                cursor.execute(
-                    f"SELECT image_id, class_id, MAX(score) FROM detections WHERE {where}{extra} GROUP BY image_id, class_id",
-                    (detector, float(min_score), *(chunk or ())),
-                )
-                rows.extend(cursor.fetchall())
-        finally:
-            cursor.close()
-        conn.rollback()
+    for statements in calls:
+        rows.extend(_fetch_all(engine, statements))
     if not rows:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     table = np.array(rows, dtype=np.float64)
     return table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2].astype(np.float32)
+
+
+def _id_windows(engine: Engine) -> range:
+    """Lowest image id of each window of PAGE_ROWS ids that can hold images (primary-key lookups)."""
+    with engine.connect() as conn:
+        low, high = conn.exec_driver_sql("SELECT min(id), max(id) FROM images").one()
+        conn.rollback()
+    return range(0) if low is None else range(int(low), int(high) + 1, PAGE_ROWS)
+
+
+def _fetch_all(engine: Engine, statements: list[tuple[str, tuple]]) -> list[tuple]:
+    """Every row of some statements, run on one connection through the driver (no SQLAlchemy rows)."""
+    rows: list[tuple] = []
+    with engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            for statement, params in statements:
+                cursor.execute(statement, params)
+                rows.extend(cursor.fetchall())
+        finally:
+            cursor.close()
+        conn.rollback()
+    return rows

@@ -121,8 +121,14 @@ def _bound(engine: Engine, limit: float, interrupt: Any, *, ping: bool) -> None:
         if not ping:
             return
         try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")  # as pool_pre_ping does, but under the watchdog
+            # Outside a transaction, so the ping leaves none open: a read can then run in
+            # autocommit (no BEGIN and ROLLBACK round trips, see Repository._reading).
+            dbapi_connection.autocommit = True
+            try:
+                with dbapi_connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")  # as pool_pre_ping does, but under the watchdog
+            finally:
+                dbapi_connection.autocommit = False
         except dbapi_error:
             if watchdog.interrupted(dbapi_connection):
                 raise  # no answer in time: a new connection would wait just the same

@@ -14,21 +14,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from ..classes import NUM_CLASSES
 from ..detection.base import Detections
-from . import bulk, feed, records
+from . import bulk, feed, pages, records
 from .database import breaker_of
+from .pages import IN_CHUNK as _IN_CHUNK
+from .pages import record_of as _record
 from .records import DetectionRecord, ImageRecord, ImageSummary, NewImage
 from .schema import detections as detections_t
 from .schema import images as images_t
 from .schema import state as state_t
 from .schema import vectors as vectors_t
 
-# SQLite's default limit on bound parameters is 32766 (older builds 999); stay well below.
-_IN_CHUNK = 900
 # Rows per round trip of a whole-table read: each stays well inside the time limit of a call.
 _SCAN_PAGE = 20_000
 ACTIVE_DETECTOR = "active_detector"
@@ -39,13 +39,16 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._breaker = breaker_of(engine)
+        # PostgreSQL reads need no transaction: at READ COMMITTED each statement sees the newest
+        # commits either way, and autocommit saves a BEGIN and a ROLLBACK round trip per read.
+        self._read_options = {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {}
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
-        with self._admitted(), self.engine.connect() as conn:
+        with self._admitted(), self.engine.connect().execution_options(**self._read_options) as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -292,23 +295,14 @@ class Repository:
 
     def summaries(self, ids: Sequence[int], detector: str, min_score: float) -> dict[int, ImageSummary]:
         """Name, hash and detected classes (score >= ``min_score``) of each image, one query per chunk."""
-        d = detections_t.c
-        join = images_t.outerjoin(
-            detections_t, and_(d.image_id == images_t.c.id, d.detector == detector, d.score >= min_score)
-        )
-        rows: dict[int, tuple[str, str, int | None, set[int]]] = {}
         with self._reading() as conn:
-            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
-                query = (
-                    select(images_t.c.id, images_t.c.name, images_t.c.sha256, images_t.c.phash, d.class_id)
-                    .select_from(join)
-                    .where(images_t.c.id.in_(chunk))
-                )
-                for image_id, name, sha, phash, class_id in conn.execute(query):
-                    classes = rows.setdefault(int(image_id), (name, sha, phash, set()))[3]
-                    if class_id is not None:
-                        classes.add(int(class_id))
-        return {i: ImageSummary(i, name, sha, tuple(sorted(c)), h) for i, (name, sha, h, c) in rows.items()}
+            return {i: summary for i, (summary, _vector) in pages.images_by_id(conn, ids, detector, min_score).items()}
+
+    @contextlib.contextmanager
+    def page_reader(self) -> Iterator[pages.PageReader]:
+        """The reads of one similar-photos request on one connection (a checkout costs round trips)."""
+        with self._reading() as conn:
+            yield pages.PageReader(conn)
 
     def random_ids(self, n: int, rng: _random.Random | None = None) -> list[int]:
         """Up to ``n`` distinct image ids, uniformly at random, without sorting the whole table."""
@@ -382,14 +376,3 @@ def _insert_detections(conn: Connection, image_id: int, detector: str, found: De
 def _chunks(items: list, size: int = _IN_CHUNK) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _record(row: Row) -> ImageRecord:
-    created = row.created_at
-    if created.tzinfo is None:  # SQLite keeps no offset; we always write UTC
-        created = created.replace(tzinfo=timezone.utc)
-    return ImageRecord(
-        id=int(row.id), name=row.name, sha256=row.sha256, width=int(row.width), height=int(row.height),
-        format=row.format, mime=row.mime, size_bytes=int(row.size_bytes), created_at=created,
-        phash=None if row.phash is None else int(row.phash),
-    )
