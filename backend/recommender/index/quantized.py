@@ -14,7 +14,7 @@ whose interval can reach the k-th smallest upper bound are re-scored exactly wit
 
 With ``threads=2`` (or more) the scan is split into chunks: the calling thread scans one, a
 shared pool the others (numba releases the GIL), so concurrent queries share the cores
-instead of multiplying threads. The default is one thread: see ``default_threads``.
+instead of multiplying threads. The default is two threads: see ``default_threads``.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def default_threads() -> int:
-    """One: splitting a query's scan over both cores was never faster on the (shared) 2-core
-    machine it was measured on, and a web server already runs queries on several threads."""
-    return 1
+    """Two where there are two cores: on a quiet 2-core machine a split 1M scan answers in 9.4
+    instead of 16.2 ms (bench/query.py). Collections below MIN_BLOCKS_PER_THREAD blocks per
+    thread are not split, and concurrent queries share one pool, so threads never multiply."""
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 class QuantizedScan:
