@@ -26,6 +26,7 @@ import pytest
 
 import test_browser
 from conftest import REPO_ROOT, free_port, get_json
+from recommender.config import Settings
 from test_browser import UPLOAD_INDEX, query_of, shot, wait_for_results
 
 # The browser fixtures of test_browser.py (same Chromium, flags and JavaScript-error check).
@@ -43,6 +44,7 @@ SETTINGS = (
     "DB_WAIT_ATTEMPTS", "DB_TIMEOUT",
 )
 START_TIMEOUT = 300
+WEB_WORKERS = Settings.from_env({}).web_workers  # what the README's command starts
 TITLE_IS = "name => document.querySelector('#query-title').textContent === name"
 
 
@@ -137,7 +139,11 @@ def front_door(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco
 
 
 def wait_until_healthy(process: subprocess.Popen, url: str, lines: list[tuple[float, str]]) -> dict:
+    """Wait until every web worker answers /healthz. A worker still loading answers the page's
+    requests 503 "loading"; the page asks again after Retry-After, but Chromium logs each 503 as
+    a console error, which the page fixture counts as a failure."""
     deadline = time.monotonic() + START_TIMEOUT
+    ready: dict[int, dict] = {}
     while True:
         output = "\n".join(line for _, line in lines)
         if process.poll() is not None:
@@ -145,7 +151,10 @@ def wait_until_healthy(process: subprocess.Popen, url: str, lines: list[tuple[fl
         try:
             status, body = get_json(f"{url}/healthz")
             if status == 200:
-                return body
+                ready[body.get("pid", 0)] = body
+                if len(ready) >= WEB_WORKERS:
+                    return body
+                continue  # a fresh connection may reach another worker
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass  # not listening yet
         if time.monotonic() > deadline:

@@ -10,20 +10,30 @@ export class ApiError extends Error {
   }
 }
 
+// A server with several worker processes may send a request to one that is still loading
+// while another already answered /healthz; such a worker did nothing, so asking again after
+// its Retry-After is safe, even for an upload.
+const LOADING_RETRIES = 5;
+
 export async function api(path, options = {}) {
-  let response;
-  try {
-    response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
-  } catch (err) {
-    throw new ApiError(0, "network", "The server cannot be reached. Check that it is running and try again.");
-  }
-  const type = response.headers.get("Content-Type") || "";
-  const body = type.includes("json") ? await response.json().catch(() => null) : null;
-  if (!response.ok) {
+  for (let attempt = 0; ; attempt++) {
+    let response;
+    try {
+      response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+    } catch (err) {
+      throw new ApiError(0, "network", "The server cannot be reached. Check that it is running and try again.");
+    }
+    const type = response.headers.get("Content-Type") || "";
+    const body = type.includes("json") ? await response.json().catch(() => null) : null;
+    if (response.ok) return body;
     const error = (body && body.error) || {};
+    if (error.code === "loading" && attempt < LOADING_RETRIES) {
+      const seconds = Math.min(5, Number(response.headers.get("Retry-After")) || 1);
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+      continue;
+    }
     throw new ApiError(response.status, error.code || `http_${response.status}`, friendlyMessage(response.status, error.message));
   }
-  return body;
 }
 
 function friendlyMessage(status, message) {
