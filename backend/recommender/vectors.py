@@ -115,7 +115,7 @@ def ochiai_query_points(p: np.ndarray) -> np.ndarray:
 def power_cosine(vectors: np.ndarray, power: float = 0.5) -> np.ndarray:
     """scores^power, L2-normalised: Euclidean order = cosine order on the powered scores.
 
-    power 0.5 (square root) was FACTS.md's best YOLO ranking before calibration.
+    power 0.5 (square root) was the best YOLO ranking before calibration (README, Ranking).
     """
     x = np.clip(np.asarray(vectors, dtype=np.float64), 0.0, None) ** power
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -168,7 +168,7 @@ RANKINGS: dict[str, Ranking] = {
             ranking_transform,
             query_transform,
         ),
-        Ranking("sqrt-cosine", "cosine on square-rooted scores (FACTS.md)", power_cosine, power_cosine),
+        Ranking("sqrt-cosine", "cosine on square-rooted scores (the best before calibration)", power_cosine, power_cosine),
         Ranking("euclidean-raw", "Euclidean on raw scores (reference design)", euclidean_raw, euclidean_raw),
     )
 }

@@ -69,7 +69,7 @@ def evaluate(
     SOURCE is a vectors file (.npz with arrays `names` and `vectors`) or a folder of photos,
     which is ingested with the detector into a separate collection (never the served one).
     Only images present in both SOURCE and the labels file form the gallery; every labelled
-    one is a query. The metric is DESIGN.md's (Jaccard-relevance NDCG@k, P@k, mAP@k).
+    one is a query. The metric: Jaccard-relevance NDCG@k, P@k and mAP@k (defined in the README, Ranking).
     """
     from ..bootstrap import detector_spec
 
