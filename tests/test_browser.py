@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, get_json
+from recommender.config import Settings
 
 pytestmark = pytest.mark.browser
 
@@ -102,6 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco_dev
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
         deadline = time.monotonic() + 180
+        ready: set[int] = set()  # every web worker: one still loading answers 503, a console error
         while True:
             if process.poll() is not None:
                 pytest.fail(f"recommender serve exited with {process.returncode}:\n{log.read_text()}")
@@ -109,7 +111,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco_dev
                 status, body = get_json(f"{url}/healthz")
                 if status == 200:
                     assert body["images"] == GALLERY_SIZE
-                    break
+                    ready.add(body["pid"])
+                    if len(ready) >= Settings.from_env(env).web_workers:
+                        break
+                    continue  # a fresh connection may reach another worker
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass  # not listening yet
             if time.monotonic() > deadline:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, get_json
+from recommender.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -168,20 +169,26 @@ def test_dockerfile_runs_the_tested_entry_point_as_a_non_root_user() -> None:
 class _Started:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = int(env["PORT"])
+        self.workers = Settings.from_env(env).web_workers
         self.log = log
         self.process = subprocess.Popen(
             [str(ENTRYPOINT)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def wait_healthy(self, seconds: float = 240) -> dict:
+        """Wait until every web worker answers /healthz: one still loading answers 503 "loading"."""
         deadline = time.monotonic() + seconds
+        ready: set[int] = set()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"the entry point exited with {self.process.returncode}:\n{self.log.read_text()}")
             try:
                 status, body = get_json(f"http://127.0.0.1:{self.port}/healthz")
                 if status == 200:
-                    return body
+                    ready.add(body.get("pid", 0))
+                    if len(ready) >= self.workers:
+                        return body
+                    continue  # a fresh connection may reach another worker
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             time.sleep(0.5)
