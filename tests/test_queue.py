@@ -25,6 +25,7 @@ from recommender import bootstrap
 from recommender.config import Settings
 from recommender.service import Unavailable
 from recommender.storage import MediaStore, create_database_engine
+from recommender.tasks.app import QUEUE
 
 QUEUE_PHOTOS = int(os.environ.get("TEST_QUEUE_PHOTOS", "120"))
 # Settings of the caller's environment that must not leak into the processes a test starts.
@@ -231,6 +232,32 @@ def test_a_broker_restart_loses_no_queued_photo(
     assert "Ingested 30 new images, skipped 0 duplicates, 0 failed" in log.read_text()
     assert set(_stored(env)) == {_sha(p) for p in waiting + later}
     assert _marks(env) == []
+
+
+def test_a_task_the_broker_lost_is_sent_again_by_the_waiting_run(
+    broker: RedisServer, tmp_path: Path, weights_dir: Path, coco_dev_images: list[Path]
+) -> None:
+    """Redis pops a message before the worker books it as unacknowledged; a broker killed in
+    between loses it for good. The run following the photos notices (queue empty, an outcome
+    still missing, nothing new for a while) and queues it again."""
+    env = _env(f"sqlite:///{tmp_path / 'db.sqlite3'}", tmp_path / "data", weights_dir, broker)
+    photos = coco_dev_images[350:356]
+    log = tmp_path / "ingest.log"
+    with log.open("w") as out:
+        ingest = subprocess.Popen([str(RECOMMENDER), "ingest", "--queue", "--quiet", *map(str, photos)], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while broker.client().llen(QUEUE) < len(photos):
+            assert time.monotonic() < deadline and ingest.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert broker.client().rpop(QUEUE) is not None  # the lost message
+        worker = Worker(env, tmp_path / "worker.log").wait_ready()
+        try:
+            assert ingest.wait(timeout=300) == 0, log.read_text()
+        finally:
+            worker.stop()
+    assert f"Ingested {len(photos)} new images, skipped 0 duplicates, 0 failed" in log.read_text()
+    assert set(_stored(env)) == {_sha(p) for p in photos}
 
 
 # ---------------------------------------------------------------------------- without a broker

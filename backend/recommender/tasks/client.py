@@ -21,7 +21,7 @@ from celery.backends.base import BaseKeyValueStoreBackend
 
 from ..config import Settings
 from ..service import IngestEvent, IngestSummary, Recommender, Staged, Unavailable, find_image_files, first_line, reason
-from .app import INGEST_TASK, broker_name, check_broker, make_app
+from .app import INGEST_TASK, QUEUE, broker_name, check_broker, make_app
 
 POLL_SECONDS = 0.2
 # Outcomes asked for per poll: those of the oldest outstanding tasks (a queue drains in order).
@@ -31,6 +31,15 @@ RECONNECT_SECONDS = 120.0
 # An outcome read is kept only this much longer (for another run following the same photo), so
 # the backend holds minutes of outcomes, not RESULT_SECONDS' worth (about 450 bytes each in Redis).
 READ_OUTCOME_SECONDS = 600
+
+# Redis hands a message over with a destructive pop before the worker books it as unacknowledged:
+# a broker killed in between loses that one task, and no visibility timeout brings it back. So a
+# run whose queue is empty while outcomes are still missing, with nothing new for this long (at
+# least twice the visibility timeout, after which a dead worker's tasks come back anyway), sends
+# the missing tasks again; running one twice is a duplicate, not a second row.
+def resend_after(settings: Settings) -> float:
+    return max(15.0, 2.0 * settings.broker_visibility_timeout)
+
 
 Progress = Callable[[IngestEvent], None]
 
@@ -61,19 +70,21 @@ class QueueClient:
                     batch.duplicate(path, staged.existing.name if staged.existing else None)
                 else:
                     self._send(producer, staged, keep_outcome=wait)
-                    batch.queued(path, staged.sha256, announce=not wait)
+                    batch.queued(path, staged, announce=not wait)
                 if wait and batch.poll_due():
                     self._poll(batch)
         while wait and batch.outstanding:
             time.sleep(POLL_SECONDS)
             self._poll(batch)
+            if batch.quiet_for() > resend_after(self._settings) and self._queue_is_empty():
+                self._resend(batch)
         batch.summary.seconds = time.perf_counter() - started
         return batch.summary
 
-    def _send(self, producer: object, staged: Staged, *, keep_outcome: bool) -> None:
+    def _send(self, producer: object, staged: Staged, *, keep_outcome: bool, again: bool = False) -> None:
         try:
-            # An outcome left by an earlier run of this photo must not answer for this one.
-            self._app.AsyncResult(staged.sha256).forget()
+            if not again:  # an outcome left by an earlier run of this photo must not answer for this one
+                self._app.AsyncResult(staged.sha256).forget()
             # Nobody reads the outcomes of --no-wait: workers log failures, and they are not kept.
             self._app.send_task(INGEST_TASK, args=(staged.sha256, staged.format, staged.name_hint),
                                 task_id=staged.sha256, producer=producer, ignore_result=not keep_outcome)
@@ -82,6 +93,24 @@ class QueueClient:
                 f"lost the broker at {broker_name(self._settings)} while queueing ({first_line(exc)}); the photos "
                 "queued so far will be ingested: run the same command again to queue the rest"
             ) from exc
+
+    def _queue_is_empty(self) -> bool:
+        try:
+            with self._app.connection_for_write() as connection:
+                return connection.default_channel.queue_declare(QUEUE, passive=True).message_count == 0
+        except Exception as exc:  # noqa: BLE001 - transports raise their own errors
+            # Redis keeps no empty list, so an empty queue does not exist: NOT_FOUND. Anything
+            # else (an unreachable broker) is not "empty": following rides it out, try later.
+            return "NOT_FOUND" in str(exc) or type(exc).__name__ == "NotFound"
+
+    def _resend(self, batch: _Batch) -> None:
+        try:
+            with self._app.producer_or_acquire() as producer:
+                for staged in list(batch.outstanding_staged()):
+                    self._send(producer, staged, keep_outcome=True, again=True)
+        except Unavailable:
+            return  # the broker went away again: the next quiet period tries again
+        batch.resent()
 
     def _poll(self, batch: _Batch) -> None:
         try:
@@ -117,7 +146,9 @@ class _Batch:
         self.notify = notify
         self.outstanding: dict[str, Path] = {}  # task id -> the file it was queued for
         self.sent: set[str] = set()
+        self._staged: dict[str, Staged] = {}  # what to send again for an outstanding task
         self._last_poll = time.monotonic()
+        self._last_news = time.monotonic()
         self._unreachable_since: float | None = None
 
     def start(self, missing: list[Path], orphans_removed: int) -> None:
@@ -134,9 +165,12 @@ class _Batch:
         self.summary.duplicates += 1
         self.notify(IngestEvent("duplicate", self.summary.total, path, name))
 
-    def queued(self, path: Path, task_id: str, *, announce: bool) -> None:
+    def queued(self, path: Path, staged: Staged, *, announce: bool) -> None:
+        task_id = staged.sha256
         self.outstanding[task_id] = path
+        self._staged[task_id] = staged
         self.sent.add(task_id)
+        self._last_news = time.monotonic()
         if announce:
             self.notify(IngestEvent("queued", self.summary.total, path))
 
@@ -146,8 +180,20 @@ class _Batch:
         self._last_poll = time.monotonic()
         return True
 
+    def quiet_for(self) -> float:
+        """Seconds since a task was last queued, sent again or finished."""
+        return time.monotonic() - self._last_news
+
+    def outstanding_staged(self) -> Iterable[Staged]:
+        return (self._staged[task_id] for task_id in self.outstanding)
+
+    def resent(self) -> None:
+        self._last_news = time.monotonic()
+
     def done(self, task_id: str, status: str, result: object) -> None:
         path = self.outstanding.pop(task_id)
+        self._staged.pop(task_id, None)
+        self._last_news = time.monotonic()
         if status == states.SUCCESS and isinstance(result, dict) and result.get("outcome") != "failed":
             # "duplicate" from a worker still counts as new: the photo was not stored when it was
             # queued, so this run stored it (a redelivered task finds its own earlier commit).
