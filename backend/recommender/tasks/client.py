@@ -76,8 +76,10 @@ class QueueClient:
         while wait and batch.outstanding:
             time.sleep(POLL_SECONDS)
             self._poll(batch)
-            if batch.quiet_for() > resend_after(self._settings) and self._queue_is_empty():
-                self._resend(batch)
+            if batch.quiet_for() > resend_after(self._settings):
+                if self._queue_is_empty():
+                    self._resend(batch)
+                batch.resent()  # ask the broker again only after another quiet period, not every poll
         batch.summary.seconds = time.perf_counter() - started
         return batch.summary
 
@@ -109,8 +111,7 @@ class QueueClient:
                 for staged in list(batch.outstanding_staged()):
                     self._send(producer, staged, keep_outcome=True, again=True)
         except Unavailable:
-            return  # the broker went away again: the next quiet period tries again
-        batch.resent()
+            pass  # the broker went away again: the next quiet period tries again
 
     def _poll(self, batch: _Batch) -> None:
         try:
@@ -188,6 +189,7 @@ class _Batch:
         return (self._staged[task_id] for task_id in self.outstanding)
 
     def resent(self) -> None:
+        """Start another quiet period (after sending again, or after finding the queue busy)."""
         self._last_news = time.monotonic()
 
     def done(self, task_id: str, status: str, result: object) -> None:
