@@ -3,7 +3,7 @@
 The model proposes ~25,000 candidate boxes per 640-pixel photo, each with objectness o and
 class probabilities p(c); a candidate's score for class c is o·p(c). Aggregations:
 
-``max``       the best candidate score (what every version before 0.x stored as ``yolov5s``).
+``max``       the best candidate score (what earlier versions stored as ``yolov5s``).
 ``noisy-or``  1 - Π(1 - s) over the class's boxes that survive per-class NMS (score ≥ 0.005,
               the 10 best): several distinct weak boxes are more evidence than one.
 ``top2-mean`` mean of the class's two best boxes after NMS (a missing second box counts 0).
@@ -11,7 +11,7 @@ class probabilities p(c); a candidate's score for class c is o·p(c). Aggregatio
 A class without any box above the floor keeps its best candidate score, so weak evidence still
 ranks. Only the ``PER_CLASS_CANDIDATES`` best candidates of each class enter its NMS: bounded
 work, all classes at once in numpy (a few per cent of a detection; ``bench/ingest.py``).
-Which one ships is measured by ``bench/ranking.py`` (split-half check; numbers in the README).
+Which one ships is measured by ``bench/aggregation.py`` (split-half check; numbers in the README).
 """
 
 from __future__ import annotations
