@@ -30,12 +30,13 @@ DISPLAY_THRESHOLD = 0.25
 _CHUNK = 500_000
 
 
-def coco_dev_vectors(cache: Path, weights_dir: Path) -> np.ndarray:
-    """float32[400, 81] raw YOLOv5s class-presence vectors of coco_dev."""
+def coco_dev_vectors(cache: Path, weights_dir: Path, aggregation: str = "max") -> np.ndarray:
+    """float32[400, 81] raw YOLOv5s class-presence vectors of coco_dev (``aggregation``: see detection/aggregate.py)."""
     from ranking import yolo_vectors  # bench/ is on sys.path when a bench script runs
 
     images = sorted((SHARED / "coco_dev" / "images").glob("*.jpg"))
-    return yolo_vectors(images, cache / "yolov5s_coco_dev.npz", weights_dir)[1]
+    suffix = "" if aggregation == "max" else f"_{aggregation}"
+    return yolo_vectors(images, cache / f"yolov5s_coco_dev{suffix}.npz", weights_dir, aggregation=aggregation)[1]
 
 
 def _noisy(seeds: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

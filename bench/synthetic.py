@@ -27,7 +27,6 @@ from recommender.detection.yolov5 import DEFAULT_SCORE_THRESHOLD
 from recommender.storage import create_database_engine
 from recommender.storage.bulk import _ARRAY_BYTES, _PG_SIGNATURE, _ROW
 
-DETECTOR = "yolov5s"
 _CHUNK = 100_000
 _CREATED = "2024-01-01 00:00:00+00"
 
@@ -39,7 +38,8 @@ def name_of(image_id: int) -> str:
 def fill(settings: Settings, n: int, sigma: float, weights: Path, seed: int = 0) -> dict:
     """Write n photos into the (empty) database of ``settings``; returns counts and seconds."""
     started = time.perf_counter()
-    seeds = coco_dev_vectors(DEFAULT_CACHE, weights)
+    spec = bootstrap.detector_spec(settings)  # the detector a new collection gets: its name and vectors
+    seeds = coco_dev_vectors(DEFAULT_CACHE, weights, spec.aggregation)
     bootstrap.build(settings, migrate=True).close()  # schema, active detector, collection id
     # Unbounded, like a migration: the service's engine breaks off any call over DB_TIMEOUT.
     engine = create_database_engine(settings.resolved_database_url)
@@ -55,7 +55,7 @@ def fill(settings: Settings, n: int, sigma: float, weights: Path, seed: int = 0)
                 count = min(_CHUNK, n - start)
                 raw = _noisy(seeds[rng.integers(0, seeds.shape[0], count)], sigma, rng).astype(np.float32)
                 ids = np.arange(start + 1, start + count + 1, dtype=np.int64)
-                detections += write(db, ids, raw, rng)
+                detections += write(db, ids, raw, rng, spec.name)
             if engine.dialect.name == "postgresql":
                 for table in ("images", "detections"):  # later uploads take ids after ours
                     db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
@@ -83,7 +83,7 @@ def _image_fields(image_id: int, phash: int) -> tuple:
             100_000 + image_id % 50_000, _CREATED, phash)
 
 
-def _write_sqlite(db, ids: np.ndarray, raw: np.ndarray, rng: np.random.Generator) -> int:
+def _write_sqlite(db, ids: np.ndarray, raw: np.ndarray, rng: np.random.Generator, detector: str) -> int:
     phashes = rng.integers(-(2**63), 2**63 - 1, ids.size, dtype=np.int64)
     db.executemany(
         "INSERT INTO images (id, name, sha256, width, height, format, mime, size_bytes, created_at, phash) "
@@ -91,22 +91,22 @@ def _write_sqlite(db, ids: np.ndarray, raw: np.ndarray, rng: np.random.Generator
         (_image_fields(i, h) for i, h in zip(ids.tolist(), phashes.tolist())),
     )
     db.executemany('INSERT INTO vectors (image_id, detector, "values") VALUES (?, ?, ?)',
-                   ((i, DETECTOR, raw[k].astype("<f4").tobytes()) for k, i in enumerate(ids.tolist())))
+                   ((i, detector, raw[k].astype("<f4").tobytes()) for k, i in enumerate(ids.tolist())))
     rows, cols, scores, lo, hi = _boxes(raw, rng)
     db.executemany(
         "INSERT INTO detections (image_id, detector, class_id, score, x1, y1, x2, y2) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        ((int(ids[r]), DETECTOR, int(c), float(s), *a, *b)
+        ((int(ids[r]), detector, int(c), float(s), *a, *b)
          for r, c, s, a, b in zip(rows.tolist(), cols.tolist(), scores.tolist(), lo.tolist(), hi.tolist())),
     )
     return int(rows.size)
 
 
-def _write_postgresql(db, ids: np.ndarray, raw: np.ndarray, rng: np.random.Generator) -> int:
+def _write_postgresql(db, ids: np.ndarray, raw: np.ndarray, rng: np.random.Generator, detector: str) -> int:
     phashes = rng.integers(-(2**63), 2**63 - 1, ids.size, dtype=np.int64)
     images = "".join("\t".join(map(str, _image_fields(i, h))) + "\n" for i, h in zip(ids.tolist(), phashes.tolist()))
     rows, cols, scores, lo, hi = _boxes(raw, rng)
     boxes = "".join(
-        f"{ids[r]}\t{DETECTOR}\t{c}\t{s!r}\t{a[0]:.1f}\t{a[1]:.1f}\t{b[0]:.1f}\t{b[1]:.1f}\n"
+        f"{ids[r]}\t{detector}\t{c}\t{s!r}\t{a[0]:.1f}\t{a[1]:.1f}\t{b[0]:.1f}\t{b[1]:.1f}\n"
         for r, c, s, a, b in zip(rows.tolist(), cols.tolist(), scores.tolist(), lo.tolist(), hi.tolist())
     )
     with db.cursor() as cursor:
@@ -114,21 +114,19 @@ def _write_postgresql(db, ids: np.ndarray, raw: np.ndarray, rng: np.random.Gener
                          "FROM STDIN") as copy:
             copy.write(images)
         with cursor.copy('COPY vectors (image_id, detector, "values") FROM STDIN (FORMAT binary)') as copy:
-            copy.write(_binary_vectors(ids, raw))
+            copy.write(_binary_vectors(ids, raw, detector))
         with cursor.copy("COPY detections (image_id, detector, class_id, score, x1, y1, x2, y2) FROM STDIN") as copy:
             copy.write(boxes)
     return int(rows.size)
 
 
-# The row layout bulk.py reads back, with the detector's name (fixed length) as a middle field.
-_WRITTEN_ROW = np.dtype(_ROW.descr[:3] + [("name_len", ">i4"), ("name", f"S{len(DETECTOR)}")] + _ROW.descr[3:])
-
-
-def _binary_vectors(ids: np.ndarray, raw: np.ndarray) -> bytes:
+def _binary_vectors(ids: np.ndarray, raw: np.ndarray, detector: str) -> bytes:
     """A binary COPY stream of (image_id int4, detector text, values float4[81])."""
-    rows = np.zeros(ids.size, dtype=_WRITTEN_ROW)
+    # The row layout bulk.py reads back, with the detector's name (fixed length) as a middle field.
+    layout = np.dtype(_ROW.descr[:3] + [("name_len", ">i4"), ("name", f"S{len(detector)}")] + _ROW.descr[3:])
+    rows = np.zeros(ids.size, dtype=layout)
     rows["fields"], rows["id_len"], rows["id"] = 3, 4, ids
-    rows["name_len"], rows["name"] = len(DETECTOR), DETECTOR.encode()
+    rows["name_len"], rows["name"] = len(detector), detector.encode()
     rows["array_len"], rows["ndim"], rows["has_null"], rows["oid"] = _ARRAY_BYTES, 1, 0, 700
     rows["size"], rows["lower"] = raw.shape[1], 1
     rows["values"]["len"], rows["values"]["value"] = 4, raw

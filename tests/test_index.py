@@ -26,6 +26,7 @@ from recommender.index import (
     class_mask,
     distance_keys,
     empty_index,
+    label_classes,
     labels_from_scores,
 )
 from recommender.vectors import query_transform, ranking_transform
@@ -109,6 +110,9 @@ def _assert_matches(index, model, q, page=1, per_page=30, exclude_id=None, requi
     assert result.distances.tolist() == distances, context
     assert result.total == total, context
     assert (result.page, result.per_page) == (page, per_page)
+    # The page carries each result's stored point and classes (the service reads neither again).
+    assert [model[i][0].tolist() for i in ids] == result.points.tolist(), context
+    assert [tuple(sorted(model[i][1])) for i in ids] == label_classes(result.labels), context
 
 
 # ---------------------------------------------------------------------------- property test
@@ -302,6 +306,7 @@ def test_labels_from_scores_and_class_masks_use_bit_c_of_word_c_div_64():
     assert labels[0].tolist() == [(1 << 1) | (1 << 63), (1 << 0) | (1 << 16)]
     assert labels[1].tolist() == [0, 0]  # slot 0 is the background, never a class
     assert class_mask([1, 63, 64, 80]).tolist() == labels[0].tolist()
+    assert label_classes(labels) == [(1, 63, 64, 80), ()]
 
 
 # ---------------------------------------------------------------------------- realistic vectors

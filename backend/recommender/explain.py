@@ -29,18 +29,22 @@ class ClassContribution:
     share: float  # fraction of the query-result similarity this class accounts for, 0..1
 
 
-def _shares(query_raw: np.ndarray, results_raw: np.ndarray, ranking: Ranking | None) -> np.ndarray:
-    """float64[n, 81]: each class's share of the similarity u·w of the query with each result."""
+def _shares(u: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """float64[n, 81]: each class's share of the similarity u·w of the query point with each result point."""
+    terms = np.asarray(points, dtype=np.float64) * np.asarray(u, dtype=np.float64)
+    terms[:, 0] = 0.0
+    totals = terms.sum(axis=1, keepdims=True)
+    return np.clip(np.divide(terms, totals, out=np.zeros_like(terms), where=totals > 0), 0.0, None)
+
+
+def _points(query_raw: np.ndarray, results_raw: np.ndarray, ranking: Ranking | None) -> tuple[np.ndarray, np.ndarray]:
+    """The query's and the results' points in ranking space, from raw vectors."""
     ranking = ranking or RANKINGS[DEFAULT_RANKING]
     query = np.asarray(query_raw, dtype=np.float64)
     results = np.asarray(results_raw, dtype=np.float64)
     if query.shape != (NUM_CLASSES,) or results.ndim != 2 or results.shape[1] != NUM_CLASSES:
         raise ValueError(f"expected raw vectors of {NUM_CLASSES} scores, got shapes {query.shape} and {results.shape}")
-    u = np.asarray(ranking.query_transform(query), dtype=np.float64)
-    terms = np.asarray(ranking.index_transform(results), dtype=np.float64) * u
-    terms[:, 0] = 0.0
-    totals = terms.sum(axis=1, keepdims=True)
-    return np.clip(np.divide(terms, totals, out=np.zeros_like(terms), where=totals > 0), 0.0, None)
+    return np.asarray(ranking.query_transform(query), np.float64), np.asarray(ranking.index_transform(results), np.float64)
 
 
 def class_contributions(query_raw: np.ndarray, result_raw: np.ndarray, ranking: Ranking | None = None) -> np.ndarray:
@@ -48,7 +52,7 @@ def class_contributions(query_raw: np.ndarray, result_raw: np.ndarray, ranking: 
 
     ``ranking`` defaults to the service's. Raw vectors are the stored ones (float[81]).
     """
-    return _shares(query_raw, np.asarray(result_raw, dtype=np.float64).reshape(1, -1), ranking)[0]
+    return _shares(*_points(query_raw, np.asarray(result_raw, dtype=np.float64).reshape(1, -1), ranking))[0]
 
 
 def explain_matches(
@@ -58,10 +62,17 @@ def explain_matches(
     min_share: float = DEFAULT_MIN_SHARE,
     ranking: Ranking | None = None,
 ) -> list[list[ClassContribution]]:
-    """For each result (n×81), the ``top`` classes that contributed most to its similarity with
-    the query (each at least ``min_share``), biggest first."""
+    """For each result (n×81 raw vectors), the ``top`` classes that contributed most to its
+    similarity with the query (each at least ``min_share``), biggest first."""
     results = np.asarray(results_raw, dtype=np.float64).reshape(-1, NUM_CLASSES)
-    shares = _shares(query_raw, results, ranking)
+    return explain_points(*_points(query_raw, results, ranking), top=top, min_share=min_share)
+
+
+def explain_points(u: np.ndarray, points: np.ndarray, top: int = DEFAULT_TOP,
+                   min_share: float = DEFAULT_MIN_SHARE) -> list[list[ClassContribution]]:
+    """``explain_matches`` from points already in ranking space: the query's ``u`` (81,) and
+    the results' (n×81), as the index holds them."""
+    shares = _shares(u, np.asarray(points).reshape(-1, NUM_CLASSES))
     # One sort for the whole page (a request explains 30 results), then only the top classes.
     order = np.argsort(-shares, axis=1, kind="stable")[:, :top]
     best = np.take_along_axis(shares, order, axis=1)

@@ -17,6 +17,7 @@ from .contract import (
     QueryResult,
     class_mask,
     distance_keys,
+    label_classes,
     labels_from_scores,
     max_key_for,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "distance_keys",
     "empty_index",
     "index_class",
+    "label_classes",
     "labels_from_scores",
     "load_snapshot",
     "max_key_for",

@@ -97,17 +97,24 @@ class QueryResult:
     total: int
     page: int
     per_page: int
+    # What the index holds of each result, so a caller need not read it again from the database.
+    points: np.ndarray  # float32[len(ids), DIM], ranking space
+    labels: np.ndarray  # uint64[len(ids), LABEL_WORDS], class bits (see ``label_classes``)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
 
-def make_result(ids: np.ndarray, keys: np.ndarray, total: int, page: int, per_page: int) -> QueryResult:
+def make_result(ids: np.ndarray, keys: np.ndarray, total: int, page: int, per_page: int,
+                points: np.ndarray | None = None, labels: np.ndarray | None = None) -> QueryResult:
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     distances = np.ascontiguousarray(keys_to_distances(keys))
-    ids.setflags(write=False)
-    distances.setflags(write=False)
-    return QueryResult(ids=ids, distances=distances, total=int(total), page=page, per_page=per_page)
+    points = np.zeros((ids.shape[0], DIM), np.float32) if points is None else np.ascontiguousarray(points, np.float32)
+    labels = np.zeros((ids.shape[0], LABEL_WORDS), np.uint64) if labels is None else np.ascontiguousarray(labels, np.uint64)
+    for a in (ids, distances, points, labels):
+        a.setflags(write=False)
+    return QueryResult(ids=ids, distances=distances, total=int(total), page=page, per_page=per_page,
+                       points=points, labels=labels)
 
 
 def check_int(value: object, what: str) -> int:
@@ -218,6 +225,13 @@ def labels_from_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
         weights = np.left_shift(np.uint64(1), np.arange(block.shape[1], dtype=np.uint64))
         out[:, word] = (block.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
     return out
+
+
+def label_classes(labels: np.ndarray) -> list[tuple[int, ...]]:
+    """The class ids set in each row of uint64[n, 2] bitmasks, ascending (the inverse of ``class_mask``)."""
+    as_bytes = np.ascontiguousarray(labels, dtype="<u8").view(np.uint8).reshape(-1, 8 * LABEL_WORDS)
+    bits = np.unpackbits(as_bytes, axis=1, bitorder="little")  # bit 64 * word + b of the row
+    return [tuple(np.flatnonzero(row).tolist()) for row in bits]
 
 
 def label_filter(labels: np.ndarray, require: np.ndarray, forbid: np.ndarray) -> np.ndarray:

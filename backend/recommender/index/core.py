@@ -21,6 +21,7 @@ import numpy as np
 
 from .contract import (
     DIM,
+    LABEL_WORDS,
     NO_CLASSES,
     QueryResult,
     check_ids,
@@ -204,4 +205,16 @@ class Index:
         ids = np.concatenate([self._ids[rows], d_ids])
         keys = np.concatenate([keys, d_keys])
         order = np.lexsort((ids, keys))[start : start + per_page]
-        return make_result(ids[order], keys[order], total, page, per_page)
+        points, labels = self._stored(rows, ids, order)
+        return make_result(ids[order], keys[order], total, page, per_page, points, labels)
+
+    def _stored(self, rows: np.ndarray, ids: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Points and labels of the picked candidates: base ``rows`` first in ``ids``, then the delta's."""
+        in_base = order < rows.shape[0]
+        points = np.empty((order.shape[0], DIM), np.float32)
+        labels = np.empty((order.shape[0], LABEL_WORDS), np.uint64)
+        base = rows[order[in_base]]
+        points[in_base], labels[in_base] = self._points[base], self._labels[base]
+        slots = self._delta.slots(ids[order[~in_base]])
+        points[~in_base], labels[~in_base] = self._delta.points[slots], self._delta.labels[slots]
+        return points, labels

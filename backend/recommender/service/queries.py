@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..classes import CLASS_NAMES, class_name
-from ..explain import explain_matches, why
+from ..explain import explain_points, why
 from ..images import THUMBNAIL_SIDE, decode_image, thumbnail_jpeg
-from ..index import MAX_PER_PAGE
+from ..index import MAX_PER_PAGE, label_classes
 from ..neardup import fold
 from ..objects import NO_ASK, Ask, parse_search, similarity_of
 from ..storage import ImageRecord, MediaStore, PageReader, Repository
@@ -142,27 +142,28 @@ class Queries:
 
     def _page(self, reader: PageReader, snapshot: Snapshot, raw: np.ndarray, query: ImageRecord,
               query_classes: Sequence[int], page: int, per_page: int, ask: Ask) -> SimilarPage:
+        u = snapshot.ranking.query_transform(raw)
         result = snapshot.index.query(
-            snapshot.ranking.query_transform(raw), page=page, per_page=per_page, exclude_id=query.id,
+            u, page=page, per_page=per_page, exclude_id=query.id,
             require=ask.with_ids, forbid=ask.without_ids, max_distance=ask.max_distance,
         )
-        ids = [int(i) for i in result.ids]
-        rows = reader.images_by_id(ids, snapshot.detector, DISPLAY_THRESHOLD)
-        # Deleted between the index query and this lookup: left out of the page.
-        found = [(i, d) for i, d in zip(ids, result.distances) if i in rows and rows[i][1] is not None]
-        summaries = {i: rows[i][0] for i, _ in found}
-        explained = explain_matches(raw, np.array([rows[i][1] for i, _ in found]), ranking=snapshot.ranking) if found else []
+        # Points and classes come with the index's answer (the same facts the scan filtered on).
+        refs = reader.refs_by_id(result.ids.tolist())
+        explained = explain_points(u, result.points)
         wanted = set(query_classes)
         results = []
-        for (image_id, distance), contributions in zip(found, explained):
-            summary = summaries[image_id]
+        for image_id, distance, class_ids, contributions in zip(
+                result.ids.tolist(), result.distances.tolist(), label_classes(result.labels), explained):
+            ref = refs.get(image_id)
+            if ref is None:
+                continue  # deleted between the index query and this lookup
             results.append(
                 SimilarImage(
-                    id=image_id, name=summary.name, sha256=summary.sha256, distance=float(distance),
-                    classes=[class_name(c) for c in summary.class_ids],
-                    shared_classes=[class_name(c) for c in summary.class_ids if c in wanted],
+                    id=image_id, name=ref.name, sha256=ref.sha256, distance=distance,
+                    classes=[class_name(c) for c in class_ids],
+                    shared_classes=[class_name(c) for c in class_ids if c in wanted],
                     contributions=contributions, why=why(contributions),
-                    similarity=float(similarity_of(distance)), phash=summary.phash,
+                    similarity=float(similarity_of(distance)), phash=ref.phash,
                 )
             )
         return SimilarPage(

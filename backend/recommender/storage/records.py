@@ -44,6 +44,16 @@ class ImageSummary:
     phash: int | None = None  # perceptual hash, None until computed
 
 
+@dataclass(frozen=True)
+class ImageRef:
+    """What a page of similar photos reads about each result; the index holds the rest."""
+
+    id: int
+    name: str
+    sha256: str
+    phash: int | None = None
+
+
 class WriteConflict(Exception):
     """A write that could not be made as asked; nothing was written."""
 
