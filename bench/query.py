@@ -7,6 +7,8 @@ with query_transform of an indexed photo, which is excluded from its own results
 Methods, all interleaved query by query in one process (A, B, C, A, B, C, ...):
   exact        the default index: uint8 scan with a bound + exact re-scoring, one thread
   exact-2t     the same index, each query's scan split over two threads (both cores)
+  exact-hD     the default index with D rotated dimensions as codes instead of 24
+               (--head-dims; 81: every dimension, as many bytes as the scan before rotation)
   balltree     the design's scikit-learn BallTree (kind="balltree"; skipped above 1M)
   float32      NumPy float32 matrix-vector (BLAS, one thread) + bound + exact re-scoring
   csr          SciPy CSR of the values >= 0.03 + bound on the dropped part + exact re-scoring
@@ -98,6 +100,10 @@ def run(n: int, sigma_name: str, args, seeds) -> None:
     methods = [IndexMethod("exact (default, 1 thread)", index), IndexMethod("exact, scan split over 2 threads", split)]
     builds = {methods[0].name: build_s, methods[1].name: build_s}
     sizes = {methods[0].name: index_bytes(index), methods[1].name: index_bytes(index)}
+    for dims in args.head_dims:
+        t, variant = timed(build_index, coll.ids, points, coll.labels, head_dims=dims)
+        methods.append(IndexMethod(f"exact, {dims} dimensions as codes, 1 thread", variant))
+        builds[methods[-1].name], sizes[methods[-1].name] = t, index_bytes(variant)
     makers = [("float32", Float32Scan), ("csr", ThresholdedScan), ("faiss-flat", FaissFlat)]
     if n <= 1_000_000 and not args.no_balltree:
         makers.append(("balltree", lambda ids, pts: IndexMethod("balltree", build_index(ids, pts, coll.labels, kind="balltree"))))
@@ -208,6 +214,8 @@ def main() -> None:
     parser.add_argument("--per-page", type=int, default=30)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--weights-dir", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", REPO_ROOT / "data" / "weights")))
+    parser.add_argument("--head-dims", default="16,40,81", type=lambda s: [int(x) for x in s.split(",") if x],
+                        help="variants of the default index with this many rotated dimensions as codes")
     parser.add_argument("--no-balltree", action="store_true", help="skip the BallTree (its 1M build takes ~15 s)")
     parser.add_argument("--ten-million", action="store_true", help="also compare exact and faiss IVF at 10M (~6 GB RAM)")
     parser.add_argument("--only-ten-million", action="store_true")

@@ -8,7 +8,9 @@ running the detector (``synthetic.fill``: distinct rows, coco_dev YOLOv5s vector
 with logit noise, detections consistent with the vectors) and kept under ``--cache`` (on
 PostgreSQL in a database ``scale_bench_<n>`` at 127.0.0.1:5432), so later runs reuse it;
 ``--drop`` removes the databases at the end. A 400-photo collection of the same backend is
-the baseline, measured in the same run, interleaved with the large one.
+the baseline, measured in the same run, interleaved with the large one. With ``--baseline-src
+DIR`` a server running the code in DIR (e.g. a ``git worktree`` of an older commit) answers
+the same n-photo collection too, with index snapshots of its own, interleaved with the others.
 
 ``recommender serve`` is started as the README does (WEB_WORKERS default: 2 web processes,
 8 threads each) with DATA_DIR pointing at the collection's folder:
@@ -65,10 +67,20 @@ class Built:
     n: int
     data_dir: Path
     database_url: str | None
+    src: Path = REPO  # the code the server runs (--baseline-src: an older checkout)
 
     @property
     def settings(self) -> Settings:
         return Settings(data_dir=self.data_dir, database_url=self.database_url)
+
+    @property
+    def key(self) -> str:
+        return f"{self.n}" if self.src == REPO else f"{self.n} baseline"
+
+    def with_code(self, src: Path) -> Built:
+        """The same collection served by the code in ``src``, with index snapshots of its own."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'recommender.sqlite3'}"
+        return Built(self.backend, self.n, self.data_dir.parent / "baseline-data", url, src)
 
 
 def _admin(sql: str) -> None:
@@ -124,7 +136,7 @@ class Server:
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "WEB_WORKERS", "INDEX", "DETECTOR", "ADMIN_TOKEN", "PYTHONPATH")}
         env.update(DATA_DIR=str(built.data_dir), WEIGHTS_DIR=str(weights), HOST="127.0.0.1", PORT=str(self.port),
-                   PYTHONPATH=str(REPO / "backend"))
+                   PYTHONPATH=str(built.src / "backend"))
         if built.database_url:
             env["DATABASE_URL"] = built.database_url
         self.started = time.perf_counter()
@@ -200,15 +212,15 @@ def start(built: Built, weights: Path, cold: bool, rng: random.Random) -> tuple[
 
 def startups(pair: list[Built], weights: Path, warm_starts: int, rng: random.Random) -> tuple[list[Server], dict]:
     """Cold then warm starts of each collection, alternating; the last warm servers stay up."""
-    found: dict[int, dict] = {b.n: {"cold": None, "warm": []} for b in pair}
+    found: dict[str, dict] = {b.key: {"cold": None, "warm": []} for b in pair}
     for built in pair:
-        server, found[built.n]["cold"] = start(built, weights, True, rng)
+        server, found[built.key]["cold"] = start(built, weights, True, rng)
         server.stop()
     servers: list[Server] = []
     for round_ in range(warm_starts):
         for built in pair:
             server, seen = start(built, weights, False, rng)
-            found[built.n]["warm"].append(seen)
+            found[built.key]["warm"].append(seen)
             if round_ == warm_starts - 1:
                 servers.append(server)
             else:
@@ -217,21 +229,23 @@ def startups(pair: list[Built], weights: Path, warm_starts: int, rng: random.Ran
 
 
 def sequential(servers: list[Server], queries: int, rng: random.Random) -> dict:
-    clients = {s.built.n: Client(s.port) for s in servers}
-    times: dict[tuple[int, int], list[float]] = {(s.built.n, p): [] for s in servers for p in PAGES}
+    clients = {s.built.key: Client(s.port) for s in servers}
+    sizes = {s.built.key: s.built.n for s in servers}
+    times: dict[tuple[str, int], list[float]] = {(s.built.key, p): [] for s in servers for p in PAGES}
     for _ in range(5):  # warm-up: connections, first requests of each process
         for s in servers:
-            clients[s.built.n].request("GET", f"/get_similar/{name_of(rng.randrange(1, s.built.n + 1))}")
+            clients[s.built.key].request("GET", f"/get_similar/{name_of(rng.randrange(1, s.built.n + 1))}")
     for _ in range(queries):
         order = list(times)
         rng.shuffle(order)
-        for n, page in order:
-            status, _body, seconds = clients[n].request("GET", f"/get_similar/{name_of(rng.randrange(1, n + 1))}?page={page}")
+        for key, page in order:
+            name = name_of(rng.randrange(1, sizes[key] + 1))
+            status, _body, seconds = clients[key].request("GET", f"/get_similar/{name}?page={page}")
             assert status == 200, status
-            times[(n, page)].append(seconds)
+            times[(key, page)].append(seconds)
     for client in clients.values():
         client.close()
-    return {f"{n}/page{p}": summary(t) for (n, p), t in times.items()}
+    return {f"{key}/page{p}": summary(t) for (key, p), t in times.items()}
 
 
 def _timed_round(server: Server, clients: int, seconds: float, rng: random.Random) -> tuple[float, dict[int, list[float]]]:
@@ -264,20 +278,20 @@ def _timed_round(server: Server, clients: int, seconds: float, rng: random.Rando
 
 def concurrent(servers: list[Server], rounds: int, seconds: float, rng: random.Random) -> dict:
     slots = [(s, c) for s in servers for c in (1, 4)]
-    rate = {(s.built.n, c): [] for s, c in slots}
-    lat = {(s.built.n, c, p): [] for s, c in slots for p in PAGES}
+    rate = {(s.built.key, c): [] for s, c in slots}
+    lat = {(s.built.key, c, p): [] for s, c in slots for p in PAGES}
     for _ in range(rounds):
         rng.shuffle(slots)
         for server, clients in slots:
             per_s, latencies = _timed_round(server, clients, seconds, rng)
-            rate[(server.built.n, clients)].append(per_s)
+            rate[(server.built.key, clients)].append(per_s)
             for page, values in latencies.items():
-                lat[(server.built.n, clients, page)].extend(values)
+                lat[(server.built.key, clients, page)].extend(values)
     out: dict = {}
     for s in servers:
-        n = s.built.n
+        n = s.built.key
         one, four = statistics.median(rate[(n, 1)]), statistics.median(rate[(n, 4)])
-        out[str(n)] = {"per_s_1": round(one, 1), "per_s_4": round(four, 1), "ratio_4_vs_1": round(four / one, 2),
+        out[n] = {"per_s_1": round(one, 1), "per_s_4": round(four, 1), "ratio_4_vs_1": round(four / one, 2),
                        **{f"4clients/page{p}": summary(lat[(n, 4, p)]) for p in PAGES}}
     return out
 
@@ -288,7 +302,7 @@ def measure(pair: list[Built], weights: Path, args: argparse.Namespace, rng: ran
     try:
         seq = sequential(servers, args.queries, rng)
         conc = concurrent(servers, args.rounds, args.seconds, rng)
-        memory = {s.built.n: s.memory_mb() for s in servers}
+        memory = {s.built.key: s.memory_mb() for s in servers}
     finally:
         for s in servers:
             s.stop()
@@ -301,17 +315,18 @@ def report(r: dict) -> None:
     print("| n | cold ready / first answer s | warm ready / first answer s (median) | PSS / RSS MB (warm, after queries) "
           "| page 1 median / p95 ms | page 5 median / p95 ms | 4 clients p1 median / p95 | 4 vs 1 throughput |")
     print("|---|---|---|---|---|---|---|---|")
-    for n, st in r["startups"].items():
+    for key, st in r["startups"].items():
+        n, baseline = int(key.split()[0]), " baseline" in key
         warm = st["warm"]
         w_ready = statistics.median(w["ready_s"] for w in warm)
         w_first = statistics.median(w["first_similar_s"] for w in warm)
-        mem, seq, conc = r["memory_after_queries"][n], r["sequential"], r["concurrent"][str(n)]
-        p1, p5, c1 = seq[f"{n}/page1"], seq[f"{n}/page5"], conc["4clients/page1"]
-        print(f"| {n:,} | {st['cold']['ready_s']} / {st['cold']['first_similar_s']} | {w_ready:.2f} / {w_first:.2f} "
+        mem, seq, conc = r["memory_after_queries"][key], r["sequential"], r["concurrent"][key]
+        p1, p5, c1 = seq[f"{key}/page1"], seq[f"{key}/page5"], conc["4clients/page1"]
+        print(f"| {n:,}{' (baseline code)' if baseline else ''} | {st['cold']['ready_s']} / {st['cold']['first_similar_s']} | {w_ready:.2f} / {w_first:.2f} "
               f"| {mem['pss_mb']:.0f} / {mem['rss_mb']:.0f} | {p1['median_ms']} / {p1['p95_ms']} "
               f"| {p5['median_ms']} / {p5['p95_ms']} | {c1['median_ms']} / {c1['p95_ms']} "
               f"| {conc['per_s_4']} / {conc['per_s_1']} = {conc['ratio_4_vs_1']}× |")
-        if n in TARGET_MEDIAN_MS:
+        if n in TARGET_MEDIAN_MS and not baseline:
             print(f"  targets at {n:,}: page-1 median {p1['median_ms']} <= {TARGET_MEDIAN_MS[n]} ms: "
                   f"{'yes' if p1['median_ms'] <= TARGET_MEDIAN_MS[n] else 'NO'}"
                   + (f"; warm start {w_ready:.1f} <= {TARGET_START_S} s: {'yes' if w_ready <= TARGET_START_S else 'NO'}"
@@ -331,6 +346,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=Path(os.environ.get("WEIGHTS_DIR", REPO / "data" / "weights")))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/scale-bench"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--baseline-src", type=Path,
+                        help="a checkout of older code: its server answers the same n-photo collection, interleaved")
     parser.add_argument("--drop", action="store_true", help="drop the PostgreSQL databases made, at the end")
     args = parser.parse_args()
     rng = random.Random(11)
@@ -339,7 +356,8 @@ def main() -> None:
         baseline = prepare(backend, BASELINE, args.sigma, args.weights, args.cache)
         for n in args.n:
             big = prepare(backend, n, args.sigma, args.weights, args.cache)
-            results.append(measure([big, baseline], args.weights, args, rng))
+            before = [big.with_code(args.baseline_src.resolve())] if args.baseline_src else []
+            results.append(measure([big, *before, baseline], args.weights, args, rng))
             report(results[-1])
             if args.json:
                 args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -368,6 +368,17 @@ def test_default_and_balltree_return_the_same_pages_as_brute_force_on_dense_vect
         assert a.ids.tolist() == b.ids.tolist() and a.distances.tolist() == b.distances.tolist()
 
 
+@pytest.mark.parametrize("head_dims", [1, 81])
+def test_pages_stay_exact_whatever_share_of_the_rotated_vector_the_scan_reads(dense_gallery, head_dims):
+    # One rotated dimension makes the bound loose (most rows need their float distance); all 81
+    # leave no tail. Either way pages, distances and totals must equal brute force.
+    ids, points, labels, queries = dense_gallery
+    rows = np.random.default_rng(6).integers(0, len(ids), 3)
+    index = build_index(ids, points, labels, head_dims=head_dims)
+    _check_gallery(index, ids, points, labels, queries, rows)
+    _check_gallery(index, ids, points, labels, queries, rows[:2], require=[1], max_distance=0.7)
+
+
 def test_changes_on_a_large_index_match_brute_force(dense_gallery):
     ids, points, labels, queries = dense_gallery
     rng = np.random.default_rng(9)

@@ -1,17 +1,18 @@
 """The compiled inner loop of the default index: one pass over uint8 codes, with bounds.
 
-For each row i of a chunk the scan computes an approximate squared distance
-``a_i = base + norm_i - 2 * sum_j g_j * code_ij`` (see ``quantized.py`` for how the caller
-folds the query and the quantisation into ``g`` and ``base``) and knows that the exact key of
-row i, times the grid, lies in ``[a_i - radius, a_i + radius]``. In the same pass it
+For each row i of a chunk the scan computes a lower bound ``low_i`` of its squared distance
+from the rotated head codes and the tail norm (``quantized.py`` derives it, and folds the
+query into ``g``, ``base``, ``radius`` and ``tail_q``). A row whose bound can matter gets its
+distance ``d_i`` from its float32 point, which lies within ``exact_slack`` of its exact key
+(times the grid). In the same pass the scan
 
 * skips tombstoned rows, the excluded row, rows whose class bitmask fails the filter (checked
   before any arithmetic, so a rare class costs less than a common one), and rows certainly
   beyond ``max_hi`` (the max_distance cut-off);
 * counts rows certainly within the cut-off and lists the ones that may be on either side of
   it (``boundary``, re-scored exactly by the caller);
-* keeps a max-heap of the k smallest upper bounds among the certain rows: its top ``T`` is an
-  upper bound of the k-th best key, so every row of the true top k has ``lower <= T``;
+* keeps a max-heap of the k smallest upper bounds ``d_i + slack``: its top ``T`` is an upper
+  bound of the k-th best key, so every row of the true top k has ``lower <= T``;
 * collects rows with ``lower <= T`` (T only shrinks, so the list is a superset of the final
   one; it is compacted when it fills up).
 
@@ -30,6 +31,7 @@ from numba import njit as _numba_njit
 
 _FLAGS = {"reassoc", "contract", "nsz", "arcp"}
 BIG = 1e300
+_EPS32 = 2.0**-24
 
 
 def njit(**options):
@@ -122,16 +124,41 @@ def _block_valid(labels, row0, n, exclude_row, dead, dead_pos, use_labels, r0, r
 
 
 @njit(nogil=True, fastmath=_FLAGS, inline="always")
-def _block_lows(blocks, norms, n, b, g, base, radius, acc, lows):
-    """Lower bounds of the squared distances of block ``b``'s rows (into ``lows``); returns the smallest."""
+def _block_lows(blocks, norms, tails, n, b, g, base, radius, tail_q, slack, acc, lows):
+    """Lower bounds of the squared distances of block ``b``'s rows (into ``lows``); returns the smallest.
+
+    A row's bound is the head part (its codes, within ``radius``) plus the tail part
+    (|tail| - |query tail|)², with ``tails`` stored as float32 (relative error 2**-24).
+    """
     _block_dots(blocks, b, g, acc)
     row0 = b * acc.shape[0]
     lowest = BIG
     for r in range(acc.shape[0]):  # vectorised: no branch
-        low = base + np.float64(norms[min(row0 + r, n - 1)]) - 2.0 * np.float64(acc[r]) - radius
+        i = min(row0 + r, n - 1)
+        head = max(base + np.float64(norms[i]) - 2.0 * np.float64(acc[r]) - radius, 0.0)
+        t = np.float64(tails[i])
+        gap = max(abs(t - tail_q) - 1.01 * _EPS32 * t, 0.0)
+        low = head + gap * gap - slack
         lows[r] = low
         lowest = min(lowest, low)
     return lowest
+
+
+@njit(nogil=True, fastmath=_FLAGS, inline="always")
+def _distance(points, i, q):
+    """|points[i] - q|² in float64: within ``exact_slack`` of the exact key (any summation order)."""
+    total = 0.0
+    for j in range(q.shape[0]):
+        d = np.float64(points[i, j]) - q[j]
+        total += d * d
+    return total
+
+
+@njit(nogil=True, inline="always")
+def exact_slack(d2):
+    """How far ``_distance`` and the exact key (``contract.distance_keys`` times the grid) can
+    be apart: half a grid step of rounding, plus float64 sums of 81 squares in two orders."""
+    return 2.0**-32 + 1e-13 * (1.0 + d2)
 
 
 @njit(nogil=True, inline="always")
@@ -164,7 +191,8 @@ def _prune_candidates(rows, lows, n, threshold):
 
 @njit(nogil=True, fastmath=_FLAGS)
 def scan_blocks(
-    blocks, norms, n, first, last, g, base, radius, dead, exclude_row, labels, require, forbid, use_labels, max_hi, k
+    blocks, norms, tails, points, q, n, first, last, g, base, radius, tail_q, slack,
+    dead, exclude_row, labels, require, forbid, use_labels, max_hi, k,
 ):
     """Scan blocks [first, last) of the codes (layout [block, dim, BLOCK]); rows >= n are padding.
 
@@ -203,24 +231,28 @@ def scan_blocks(
             dead_pos = np.searchsorted(dead, row0 + width)
             if n_valid == 0:
                 continue  # e.g. a rare required class: such blocks cost only the label test
-        lowest = _block_lows(blocks, norms, n, b, g, base, radius, acc, lows)
+        lowest = _block_lows(blocks, norms, tails, n, b, g, base, radius, tail_q, slack, acc, lows)
         if no_limit:
             # Every valid row is certainly within the (absent) cut-off; only rows that can
             # reach the heap's threshold need a closer look, and usually none in a block does.
             n_sure += n_valid
             if lowest > threshold or k == 0:
                 continue
+        elif lowest > max_hi:
+            continue  # the whole block is certainly beyond max_distance
         for r in range(width):
             if not clean and not valid[r]:
                 continue
-            i = row0 + r
             lower = lows[r]
-            if no_limit:
-                if lower > threshold:
-                    continue
-                upper = lower + 2.0 * radius
-            else:
-                upper = lower + 2.0 * radius
+            if lower > threshold and (no_limit or lower > max_hi):
+                continue
+            # The bound let this row through: its distance, to within exact_slack.
+            i = row0 + r
+            d2 = _distance(points, i, q)
+            slack_i = exact_slack(d2)
+            lower = d2 - slack_i
+            upper = d2 + slack_i
+            if not no_limit:
                 if upper <= max_hi:
                     n_sure += 1
                 elif lower <= max_hi:
@@ -229,8 +261,8 @@ def scan_blocks(
                     n_boundary += 1
                 else:
                     continue  # certainly beyond max_distance
-                if lower > threshold:
-                    continue
+            if lower > threshold:
+                continue
             if k > 0 and upper <= max_hi and upper < threshold:
                 heap_size = _heap_push(heap, heap_size, upper)
                 if heap_size == k:

@@ -69,7 +69,7 @@ def warm_up() -> None:
     for readonly in (False, True):
         index = build_index(np.arange(4), rng.random((4, 81)))
         if readonly:
-            for array in (index._engine.blocks, index._engine.norms, index._labels):
+            for array in (index._engine.blocks, index._engine.norms, index._engine.tails, index._points, index._labels):
                 array.setflags(write=False)
         index.query(rng.random(81), require=[1], max_distance=1.0)
         index.query(rng.random(81))

@@ -35,7 +35,8 @@ import numpy as np
 from .core import Index
 from .kinds import index_class
 
-FORMAT = 1
+# 2: the exact engine's codes are of rotated points (quantized.py); a format-1 snapshot is rebuilt.
+FORMAT = 2
 _STALE_TMP_SECONDS = 24 * 3600
 _CRC_CHUNK = 64 << 20
 
