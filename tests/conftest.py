@@ -96,6 +96,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the process group of ``process`` (started with ``start_new_session``), SIGKILL
+    after ``timeout`` seconds: a server and the workers it forked all stop."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def get_json(url: str) -> tuple[int, dict]:
     """Status and JSON body of a GET, for error statuses too."""
     try:
@@ -140,13 +153,7 @@ class ServerProcess:
             time.sleep(0.25)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
     def __enter__(self) -> "ServerProcess":
         return self

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, get_json
+from conftest import free_port, get_json, stop_process_group
 from recommender.config import Settings
 
 pytestmark = pytest.mark.browser
@@ -123,12 +122,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco_dev
         assert f"Serving on {url}/" in log.read_text(), "serve should print the URL to open"
         yield Server(url, gallery, coco_dev_images[UPLOAD_INDEX], log)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")
@@ -401,6 +395,48 @@ def test_the_page_waits_for_a_server_that_is_still_loading(browser, tmp_path: Pa
         page.wait_for_selector("#home-grid li img", timeout=30_000)
         assert page.locator("#home-grid li").count() == 3
         notice.wait_for(state="hidden")
+    finally:
+        context.close()
+        http_server.shutdown()
+        service.close()
+
+
+def test_the_page_asks_again_when_a_sibling_worker_is_still_loading(browser, tmp_path: Path, weights_dir: Path,
+                                                                   coco_dev_images: list[Path], artifacts: Path) -> None:
+    # With two web workers, /healthz may reach the ready one and the next call the one still
+    # loading (503 "loading", Retry-After 3). The page must ask again, not show an error.
+    from werkzeug.serving import make_server
+
+    from recommender import bootstrap
+    from recommender.web import create_app
+
+    settings = Settings(data_dir=tmp_path / "data", weights_dir=weights_dir)
+    service = bootstrap.build(settings)
+    service.ingest.paths(coco_dev_images[:3])
+    ready = create_app(settings, service, background=False)
+    loading = create_app(settings, service, start=False)  # the sibling: up, never loaded
+    sent_to_loading: list[str] = []
+
+    def two_workers(environ, start_response):
+        # The first two /random calls reach the loading worker, everything else the ready one.
+        if environ["PATH_INFO"] == "/random" and len(sent_to_loading) < 2:
+            sent_to_loading.append(environ["PATH_INFO"])
+            return loading(environ, start_response)
+        return ready(environ, start_response)
+
+    http_server = make_server("127.0.0.1", 0, two_workers, threaded=True)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        started = time.monotonic()
+        page.goto(f"http://127.0.0.1:{http_server.server_port}/")
+        page.wait_for_selector("#home-grid li img", timeout=30_000)
+        assert sent_to_loading == ["/random", "/random"]
+        assert time.monotonic() - started >= 5, "the page should wait Retry-After (3 s) between attempts"
+        assert page.locator("#home-grid li").count() == 3
+        assert not page.locator("#notice").is_visible(), page.locator("#notice").inner_text()
+        shot(page, artifacts, "12-sibling-worker-loading")
     finally:
         context.close()
         http_server.shutdown()

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, get_json
+from conftest import free_port, get_json, stop_process_group
 from recommender.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -195,13 +194,7 @@ class _Started:
         pytest.fail(f"/healthz not ready after {seconds} s:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import test_browser
-from conftest import REPO_ROOT, free_port, get_json
+from conftest import REPO_ROOT, free_port, get_json, stop_process_group
 from recommender.config import Settings
 from test_browser import UPLOAD_INDEX, query_of, shot, wait_for_results
 
@@ -129,12 +128,7 @@ def front_door(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path, coco
         assert len(list((checkout / "data" / "media").rglob("*.jpg"))) >= PHOTOS
         yield FrontDoor(url, checkout, coco_dev_images[UPLOAD_INDEX], startup, lines)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
         reader.join(timeout=5)
 
 
