@@ -204,6 +204,9 @@ class Server:
 def start(built: Built, weights: Path, cold: bool, rng: random.Random) -> tuple[Server, dict]:
     if cold:
         shutil.rmtree(built.settings.snapshot_dir, ignore_errors=True)
+    # The previous server's snapshot (hundreds of MB at 1M) may still be being written back;
+    # that disk traffic would slow whichever server starts next.
+    os.sync()
     server = Server(built, weights)
     ready = server.wait_ready()
     first = server.first_similar(name_of(rng.randrange(1, built.n + 1)))

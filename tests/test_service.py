@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from recommender.detection import SPECS, WeightsMissingError, create_detector, r
 from recommender.detection.yolov5 import YoloV5Detector
 from recommender.images import CorruptImageError, NotAnImageError
 from recommender.service import DISPLAY_THRESHOLD, InvalidRequest, NotFound, Recommender
+from recommender.service.collection import one_builder
 from recommender.service.errors import SetupError
 from recommender.storage import MediaStore, Repository, create_database_engine, upgrade
 from recommender.vectors import detector_ranking
@@ -335,6 +338,34 @@ def test_a_process_far_behind_rebuilds_instead_of_replaying(settings, yolo, yolo
             assert len(snapshot.index) == 5 and snapshot.position == writer.collection.current().position
         finally:
             reader.close()
+
+
+def test_processes_starting_together_build_the_index_once_and_the_others_map_it(settings, yolo, yolo_alt, photos,
+                                                                                   caplog) -> None:
+    with _build(settings, yolo, yolo_alt) as writer:
+        for path in photos[:4]:
+            writer.ingest.file(path)
+    shutil.rmtree(settings.snapshot_dir, ignore_errors=True)
+    starting = [_build(settings, yolo, yolo_alt) for _ in range(2)]  # two web workers, cold
+    lock = settings.snapshot_dir / f"{DEFAULT}.{settings.index}.build-lock"
+    caplog.set_level(logging.INFO, logger="recommender.service.collection")
+    try:
+        # Both queue behind a build in progress (held here), as workers do behind the first one.
+        with one_builder(lock):
+            threads = [threading.Thread(target=s.collection.current) for s in starting]
+            for t in threads:
+                t.start()
+            time.sleep(1.0)
+        for t in threads:
+            t.join(timeout=60)
+        how = [r.getMessage() for r in caplog.records if r.getMessage().startswith("index of ")]
+        assert sum("built from the database" in m for m in how) == 1, how
+        assert sum("mapped from its snapshot" in m for m in how) == 1, how
+        answers = [[r.name for r in s.queries.similar(photos[0].name).results] for s in starting]
+        assert answers[0] == answers[1] and len(answers[0]) == 3
+    finally:
+        for s in starting:
+            s.close()
 
 
 # ---------------------------------------------------------------------- detectors and reindex

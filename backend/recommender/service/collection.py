@@ -6,7 +6,9 @@ assignment, so a query in flight keeps the one it started with.
 
 * **Start**: map the persisted index snapshot of the active detector (written atomically with
   the feed position it covers) and replay the feed from there; without a usable snapshot, read
-  every vector from the database, build, and save a snapshot for the next start.
+  every vector from the database, build, and save a snapshot for the next start. Processes
+  starting together (the web workers) build one at a time (``one_builder``): the first
+  builds and saves, the others wait and map what it saved.
 * **Follow**: ``follow()`` polls the feed head (one primary-key lookup) every ``interval``
   seconds; a process's own writes call ``refresh_if_loaded`` so they show at once.
 * **Apply**: the feed says *which* images changed; their current vectors and classes are read
@@ -18,10 +20,12 @@ assignment, so a query in flight keeps the one it started with.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 
 FEED_BATCH = 2000
 _MAX_RELOADS = 3
+# How long a starting process waits for another one's build before building its own.
+BUILD_WAIT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,49 @@ def _warm_up_once() -> None:
     if not _warmed.is_set():
         warm_up()
         _warmed.set()
+
+
+def _transformed(ranking: Ranking, raw: np.ndarray, chunk: int = 32_768) -> np.ndarray:
+    """float32 index points of every raw vector, a chunk at a time: the transform's float64
+    temporaries then stay in cache instead of filling memory (1M photos: 6.6 -> 2.2 s)."""
+    points = np.empty(raw.shape, dtype=np.float32)
+    for start in range(0, raw.shape[0], chunk):
+        points[start : start + chunk] = ranking.index_transform(raw[start : start + chunk])
+    return points
+
+
+@contextmanager
+def one_builder(lock_file: Path | None, wait: float = BUILD_WAIT_SECONDS) -> Iterator[bool]:
+    """Held by one process at a time (an ``flock``); yields whether another one held it first.
+
+    Without it every web worker of a cold start reads all vectors and builds the same index at
+    once, on the same cores. A lock that cannot be made (read-only disk) or is held past
+    ``wait`` (a stuck process) is skipped: building twice is slower, never wrong.
+    """
+    if lock_file is None:
+        yield False
+        return
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_file, "a+")
+    except OSError:
+        yield False
+        return
+    waited, deadline = False, time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("another process has been building the index for %.0f s; building it here too", wait)
+                    break
+                waited = True
+                time.sleep(0.2)
+        yield waited
+    finally:
+        handle.close()  # releases the lock
 
 
 class LiveCollection:
@@ -208,18 +257,28 @@ class LiveCollection:
         if detector is None:
             raise RuntimeError("the collection has no active detector (bootstrap records one)")
         ranking = self._ranking(detector)
-        snapshot = self._load_saved(detector, ranking, position)
+        snapshot, how = self._load_saved(detector, ranking, position), "mapped from its snapshot"
         if snapshot is None:
-            classes = ClassTable.build(*self._repository.shown_classes(detector, self._threshold))
-            ids, raw = self._repository.all_vectors(detector)
-            points = ranking.index_transform(raw).astype(np.float32)
-            index = build_index(ids, points, classes.labels(ids), kind=self._kind)
-            snapshot = Snapshot(detector, index, position, ranking, classes)
-            self._save(snapshot)
+            folder = self._folder(detector)
+            with one_builder(None if folder is None else folder.with_name(f"{folder.name}.build-lock")) as waited:
+                if waited:  # another process built one meanwhile: map it
+                    position = self._repository.feed_head()
+                    snapshot = self._load_saved(detector, ranking, position)
+                if snapshot is None:
+                    snapshot, how = self._build(detector, ranking, position), "built from the database"
         log.info(
-            "index of %s loaded in %.1f s: %d images at feed position %d",
-            detector, time.perf_counter() - started, len(snapshot.index), snapshot.position,
+            "index of %s %s in %.1f s: %d images at feed position %d",
+            detector, how, time.perf_counter() - started, len(snapshot.index), snapshot.position,
         )
+        return snapshot
+
+    def _build(self, detector: str, ranking: Ranking, position: int) -> Snapshot:
+        """Every vector of ``detector`` read at feed ``position`` or later, indexed and saved."""
+        classes = ClassTable.build(*self._repository.shown_classes(detector, self._threshold))
+        ids, raw = self._repository.all_vectors(detector)
+        index = build_index(ids, _transformed(ranking, raw), classes.labels(ids), kind=self._kind)
+        snapshot = Snapshot(detector, index, position, ranking, classes)
+        self._save(snapshot)
         return snapshot
 
     def _folder(self, detector: str) -> Path | None:
