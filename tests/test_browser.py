@@ -443,7 +443,7 @@ def test_an_upload_that_reaches_a_worker_still_loading_is_sent_again(browser, tm
         assert query_of(page) == photo.name
         assert not page.locator("#notice[data-kind='error']").is_visible()
         assert service.queries.count() == 4  # stored once
-        shot(page, artifacts, "12-upload-retried")
+        shot(page, artifacts, "17-upload-retried")
     finally:
         context.close()
         http_server.shutdown()
