@@ -106,11 +106,11 @@ class QueryResult:
 
 
 def make_result(ids: np.ndarray, keys: np.ndarray, total: int, page: int, per_page: int,
-                points: np.ndarray | None = None, labels: np.ndarray | None = None) -> QueryResult:
+                points: np.ndarray, labels: np.ndarray) -> QueryResult:
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     distances = np.ascontiguousarray(keys_to_distances(keys))
-    points = np.zeros((ids.shape[0], DIM), np.float32) if points is None else np.ascontiguousarray(points, np.float32)
-    labels = np.zeros((ids.shape[0], LABEL_WORDS), np.uint64) if labels is None else np.ascontiguousarray(labels, np.uint64)
+    points = np.ascontiguousarray(points, np.float32).reshape(-1, DIM)
+    labels = np.ascontiguousarray(labels, np.uint64).reshape(-1, LABEL_WORDS)
     for a in (ids, distances, points, labels):
         a.setflags(write=False)
     return QueryResult(ids=ids, distances=distances, total=int(total), page=page, per_page=per_page,

@@ -201,7 +201,7 @@ class Index:
         d_ids, d_keys, d_count = self._delta.search(q, k, exclude_slot, require, forbid, max_key)
         total = count + d_count
         if start >= total:
-            return make_result(_EMPTY_IDS, np.empty(0), total, page, per_page)
+            return make_result(_EMPTY_IDS, np.empty(0), total, page, per_page, np.empty((0, DIM)), np.empty((0, LABEL_WORDS)))
         ids = np.concatenate([self._ids[rows], d_ids])
         keys = np.concatenate([keys, d_keys])
         order = np.lexsort((ids, keys))[start : start + per_page]

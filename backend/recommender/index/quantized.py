@@ -87,6 +87,7 @@ class QuantizedScan:
         self.lo, self.step, self.err = arrays["lo"], arrays["step"], arrays["err"]
         self.mean, self.rotation, self.tails = arrays["mean"], arrays["rotation"], arrays["tails"]
         self.norm_max = float(self.norms.max()) if self.norms.shape[0] else 0.0
+        self.tail_max = float(self.tails.max()) if self.tails.shape[0] else 0.0
         self.threads = default_threads() if threads is None else max(1, int(threads))
         self.min_blocks_per_thread = max(1, int(min_blocks_per_thread))
 
@@ -127,7 +128,7 @@ class QuantizedScan:
         tail_q = float(np.sqrt(z[head_dims:] @ z[head_dims:]))
         # Bounds must hold for the exact key (rounded to the grid), and the rotation is
         # orthonormal only to float64 rounding (~1e-14 relative): 1e-9 spares plenty.
-        slack = DISTANCE_GRID + 1e-9 * (1.0 + float(z @ z) + self.norm_max + float(self.tails.max()) ** 2)
+        slack = DISTANCE_GRID + 1e-9 * (1.0 + float(z @ z) + self.norm_max + self.tail_max**2)
         use_labels = bool(require.any() or forbid.any())
         max_hi = BIG if max_key == np.inf else max_key * DISTANCE_GRID
         args = (g, base, radius, tail_q, slack, dead, exclude_row, self.labels, require, forbid, use_labels, max_hi, k)

@@ -29,24 +29,46 @@ from .schema import vectors as vectors_t
 IN_CHUNK = 900
 
 
-def _with_vector_and_classes():
-    d, v, i = detections_t.c, vectors_t.c, images_t.c
-    classes = (
+def _shown_classes():
+    """The classes an image shows (a box at ``min_score`` or more), as "c1,c2,...": one subquery."""
+    d, i = detections_t.c, images_t.c
+    return (
         select(func.aggregate_strings(cast(d.class_id, String), ","))
         .where(d.image_id == i.id, d.detector == bindparam("detector"), d.score >= bindparam("min_score"))
         .scalar_subquery()
+        .label("shown")
     )
-    joined = images_t.outerjoin(vectors_t, and_(v.image_id == i.id, v.detector == bindparam("detector")))
-    return select(images_t, v["values"].label("vector"), classes.label("shown")).select_from(joined)
 
 
-_BY_NAME = _with_vector_and_classes().where(images_t.c.name == bindparam("name"))
-_BY_IDS = _with_vector_and_classes().where(images_t.c.id.in_(bindparam("ids", expanding=True)))
-_REFS = select(images_t.c.id, images_t.c.name, images_t.c.sha256, images_t.c.phash)
-_REFS_BY_IDS = _REFS.where(images_t.c.id.in_(bindparam("ids", expanding=True)))
-# On PostgreSQL one array parameter: the statement text never changes, so the server keeps it
-# prepared, and SQLAlchemy need not render one placeholder per id (0.74 -> 0.54 ms at 100k photos).
-_REFS_BY_ID_ARRAY = _REFS.where(images_t.c.id == func.any(bindparam("ids", type_=postgresql.ARRAY(BigInteger))))
+class _ByIds:
+    """A select read for a list of image ids, both ways prepared at import.
+
+    On PostgreSQL one array parameter (``id = ANY``): the statement text never changes, so the
+    server keeps it prepared, and SQLAlchemy renders no placeholder per id (a page's names:
+    0.74 -> 0.54 ms at 100k photos). Elsewhere ``IN`` lists of at most IN_CHUNK ids.
+    """
+
+    def __init__(self, statement) -> None:
+        ids = images_t.c.id
+        self._array = statement.where(ids == func.any(bindparam("ids", type_=postgresql.ARRAY(BigInteger))))
+        self._listed = statement.where(ids.in_(bindparam("ids", expanding=True)))
+
+    def rows(self, conn: Connection, ids: Sequence[int], **params) -> list[Row]:
+        distinct = list(dict.fromkeys(int(i) for i in ids))
+        if conn.dialect.name == "postgresql":
+            return list(conn.execute(self._array, {"ids": distinct, **params}))
+        return [row for start in range(0, len(distinct), IN_CHUNK)
+                for row in conn.execute(self._listed, {"ids": distinct[start : start + IN_CHUNK], **params})]
+
+
+_v = vectors_t.c
+_BY_NAME = (
+    select(images_t, _v["values"].label("vector"), _shown_classes())
+    .select_from(images_t.outerjoin(vectors_t, and_(_v.image_id == images_t.c.id, _v.detector == bindparam("detector"))))
+    .where(images_t.c.name == bindparam("name"))
+)
+_REFS = _ByIds(select(images_t.c.id, images_t.c.name, images_t.c.sha256, images_t.c.phash))
+_SUMMARIES = _ByIds(select(images_t.c.id, images_t.c.name, images_t.c.sha256, images_t.c.phash, _shown_classes()))
 
 Found = tuple[ImageRecord, "np.ndarray | None", tuple[int, ...]]
 
@@ -58,7 +80,7 @@ def record_of(row: Row) -> ImageRecord:
     return ImageRecord(
         id=int(row.id), name=row.name, sha256=row.sha256, width=int(row.width), height=int(row.height),
         format=row.format, mime=row.mime, size_bytes=int(row.size_bytes), created_at=created,
-        phash=None if row.phash is None else int(row.phash),
+        phash=_phash(row),
     )
 
 
@@ -84,24 +106,14 @@ class PageReader:
 
     def refs_by_id(self, ids: Sequence[int]) -> dict[int, ImageRef]:
         """Name and hashes of each existing image among ``ids``."""
-        distinct = list(dict.fromkeys(int(i) for i in ids))
-        if self._conn.dialect.name == "postgresql":
-            rows = list(self._conn.execute(_REFS_BY_ID_ARRAY, {"ids": distinct}))
-        else:
-            rows = [row for start in range(0, len(distinct), IN_CHUNK)
-                    for row in self._conn.execute(_REFS_BY_IDS, {"ids": distinct[start : start + IN_CHUNK]})]
-        return {int(row.id): ImageRef(int(row.id), row.name, row.sha256, None if row.phash is None else int(row.phash))
-                for row in rows}
+        return {int(r.id): ImageRef(int(r.id), r.name, r.sha256, _phash(r)) for r in _REFS.rows(self._conn, ids)}
 
 
-def images_by_id(conn: Connection, ids: Sequence[int], detector: str, min_score: float
-                 ) -> dict[int, tuple[ImageSummary, np.ndarray | None]]:
-    """Summary (classes shown at ``min_score``) and vector of each existing image among ``ids``."""
-    found: dict[int, tuple[ImageSummary, np.ndarray | None]] = {}
-    distinct = list(dict.fromkeys(int(i) for i in ids))
-    for start in range(0, len(distinct), IN_CHUNK):
-        params = {"ids": distinct[start : start + IN_CHUNK], "detector": detector, "min_score": float(min_score)}
-        for row in conn.execute(_BY_IDS, params):
-            phash = None if row.phash is None else int(row.phash)
-            found[int(row.id)] = (ImageSummary(int(row.id), row.name, row.sha256, _classes(row.shown), phash), row.vector)
-    return found
+def _phash(row: Row) -> int | None:
+    return None if row.phash is None else int(row.phash)
+
+
+def summaries_by_id(conn: Connection, ids: Sequence[int], detector: str, min_score: float) -> dict[int, ImageSummary]:
+    """Name, hashes and classes shown at ``min_score`` of each existing image among ``ids``."""
+    rows = _SUMMARIES.rows(conn, ids, detector=detector, min_score=float(min_score))
+    return {int(r.id): ImageSummary(int(r.id), r.name, r.sha256, _classes(r.shown), _phash(r)) for r in rows}

@@ -296,7 +296,7 @@ class Repository:
     def summaries(self, ids: Sequence[int], detector: str, min_score: float) -> dict[int, ImageSummary]:
         """Name, hash and detected classes (score >= ``min_score``) of each image, one query per chunk."""
         with self._reading() as conn:
-            return {i: summary for i, (summary, _vector) in pages.images_by_id(conn, ids, detector, min_score).items()}
+            return pages.summaries_by_id(conn, ids, detector, min_score)
 
     @contextlib.contextmanager
     def page_reader(self) -> Iterator[pages.PageReader]:
