@@ -178,6 +178,10 @@ def broken_images(page, selector: str) -> list[str]:
     return page.eval_on_selector_all(selector, "imgs => imgs.filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
 
 
+def home_names(page) -> list[str]:
+    return page.eval_on_selector_all("#home-grid a", "links => links.map(a => a.dataset.name)")
+
+
 def show_query(page, name: str) -> None:
     """Wait until the page shows ``name`` as the query with a full first page of similar photos,
     every thumbnail and the photo itself loaded."""
@@ -195,6 +199,7 @@ def test_the_readme_first_command_serves_a_page_where_every_photo_shows(front_do
     page.wait_for_selector("#home-grid li img")
     assert page.locator("#home-grid img").count() == 30
     assert broken_images(page, "#home-grid img") == []
+    opening = home_names(page)
     shot(page, artifacts, "front-door-01-home", full_page=True)
 
     # A click on a photo: it becomes the query, with 30 similar photos that all show.
@@ -243,4 +248,5 @@ def test_the_readme_first_command_serves_a_page_where_every_photo_shows(front_do
     page.wait_for_function("() => !document.querySelector('#home-view').hidden")
     assert query_of(page) is None
     page.wait_for_selector("#home-grid li img")
+    assert home_names(page) == opening  # the photos seen before, not a new draw under the pointer
     assert broken_images(page, "#home-grid img") == []

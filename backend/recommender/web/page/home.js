@@ -14,6 +14,10 @@ export async function showHome() {
   document.title = "Discover similar photos";
   show("home");
   loadClasses();
+  // Coming back (Back, the Home link) shows the photos seen before, as a browser restores a
+  // page; replacing them under the reader's eyes would lose the one they meant to click.
+  // Shuffle asks for others.
+  if (ui.homeGrid.childElementCount) return;
   await loadHomeGrid();
 }
 
