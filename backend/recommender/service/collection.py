@@ -61,8 +61,11 @@ _warmed = threading.Event()
 def _warm_up_once() -> None:
     # The scan is compiled code: compile it (or load it from numba's cache) before any query.
     if not _warmed.is_set():
+        started = time.perf_counter()
         warm_up()
         _warmed.set()
+        # Logged apart: on a first start the compile (seconds) would read as index build time.
+        log.info("index scan compiled or read from numba's cache in %.1f s", time.perf_counter() - started)
 
 
 def _transformed(ranking: Ranking, raw: np.ndarray, chunk: int = 32_768) -> np.ndarray:
@@ -250,8 +253,8 @@ class LiveCollection:
 
     # -- loading and saving -----------------------------------------------------------------
     def _load(self) -> Snapshot:
-        started = time.perf_counter()
         _warm_up_once()
+        started = time.perf_counter()
         position = self._repository.feed_head()  # read before the data: replaying from here is safe
         detector = self._repository.active_detector()
         if detector is None:
