@@ -4,10 +4,12 @@ Data (bench/index_data.py): YOLOv5s vectors of coco_dev resampled to n with logi
 sigma 0.2 ("clustered") and 1.0 ("spread", noise x5); indexed with ranking_transform, queried
 with query_transform of an indexed photo, which is excluded from its own results.
 
-Methods, all interleaved query by query in one process (A, B, C, A, B, C, ...):
-  exact        the default index: uint8 scan with a bound + exact re-scoring, one thread
-  exact-2t     the same index, each query's scan split over two threads (both cores)
-  exact-hD     the default index with D rotated dimensions as codes instead of 24
+Methods, all interleaved query by query in one process, in a new random order for each query
+(the first method after a query's set-up would otherwise always pay for the cold caches):
+  exact        the default index: uint8 scan with a bound + exact re-scoring, its scan split
+               over as many threads as default_threads() gives (2 on a 2-core machine)
+  exact-1t     the same index on one thread
+  exact-hD     the default index with D rotated dimensions as codes instead of HEAD_DIMS
                (--head-dims; 81: every dimension, as many bytes as the scan before rotation)
   balltree     the design's scikit-learn BallTree (kind="balltree"; skipped above 1M)
   float32      NumPy float32 matrix-vector (BLAS, one thread) + bound + exact re-scoring
@@ -22,7 +24,8 @@ re-scoring of its candidates), reporting recall@30 against the exact page.
     .venv/bin/python bench/query.py --sizes 100000,1000000 [--ten-million]
 
 BLAS and faiss run single-threaded: a web server answers requests on several threads, and a
-multi-threaded product per request oversubscribes the cores. Only "exact-2t" splits its scan.
+multi-threaded product per request oversubscribes the cores. The default index's scan shares
+one pool of threads between requests, so it never multiplies threads.
 """
 
 from __future__ import annotations
@@ -66,6 +69,23 @@ def index_bytes(index) -> float:
     return sum(a.nbytes for a in arrays) / max(1, len(index))
 
 
+def _threads(index) -> str:
+    n = index._engine.threads
+    return "1 thread" if n == 1 else f"scan split over {n} threads"
+
+
+def _head_dims(index) -> int:
+    return int(index._engine.blocks.shape[1])
+
+
+def _on_threads(index, threads: int):
+    """The same index (same arrays) with its scan on ``threads`` threads."""
+    other = copy.copy(index)
+    other._engine = copy.copy(index._engine)
+    other._engine.threads = threads
+    return other
+
+
 class IndexMethod:
     def __init__(self, name, index) -> None:
         self.name, self.index = name, index
@@ -76,16 +96,20 @@ class IndexMethod:
 
 
 def compare(methods, coll, rows, page, per_page, check=True) -> dict[str, list[float]]:
+    """Seconds per query of each method; every page is checked against the first method's."""
     times: dict[str, list[float]] = {m.name: [] for m in methods}
+    order = np.random.default_rng(7)
     for row in rows:
         q, exclude = coll.query_points(np.array([row]))[0], int(coll.ids[row])
-        reference = None
-        for m in methods:
-            t, (ids, dist, total) = timed(m.query, q, page, per_page, exclude)
+        pages = {}
+        for i in order.permutation(len(methods)):
+            m = methods[i]
+            t, pages[m.name] = timed(m.query, q, page, per_page, exclude)
             times[m.name].append(t)
-            if reference is None:
-                reference = (ids, dist, total)
-            elif check and not (np.array_equal(ids, reference[0]) and np.array_equal(dist, reference[1])):
+        want = pages[methods[0].name]
+        for m in methods[1:]:
+            ids, dist, _total = pages[m.name]
+            if check and not (np.array_equal(ids, want[0]) and np.array_equal(dist, want[1])):
                 sys.exit(f"MISMATCH: {m.name} differs from {methods[0].name} on row {row}, page {page}")
     return times
 
@@ -94,15 +118,13 @@ def run(n: int, sigma_name: str, args, seeds) -> None:
     coll = make_collection(seeds, n, SIGMAS[sigma_name], args.cache)
     points = np.ascontiguousarray(coll.points)
     build_s, index = timed(build_index, coll.ids, points, coll.labels)
-    split = copy.copy(index)
-    split._engine = copy.copy(index._engine)
-    split._engine.threads = 2
-    methods = [IndexMethod("exact (default, 1 thread)", index), IndexMethod("exact, scan split over 2 threads", split)]
+    methods = [IndexMethod(f"exact (default: {_head_dims(index)} dimensions as codes, {_threads(index)})", index),
+               IndexMethod("exact (default), on one thread", _on_threads(index, 1))]
     builds = {methods[0].name: build_s, methods[1].name: build_s}
     sizes = {methods[0].name: index_bytes(index), methods[1].name: index_bytes(index)}
     for dims in args.head_dims:
         t, variant = timed(build_index, coll.ids, points, coll.labels, head_dims=dims)
-        methods.append(IndexMethod(f"exact, {dims} dimensions as codes, 1 thread", variant))
+        methods.append(IndexMethod(f"exact, {dims} dimensions as codes, {_threads(variant)}", variant))
         builds[methods[-1].name], sizes[methods[-1].name] = t, index_bytes(variant)
     makers = [("float32", Float32Scan), ("csr", ThresholdedScan), ("faiss-flat", FaissFlat)]
     if n <= 1_000_000 and not args.no_balltree:
@@ -180,14 +202,20 @@ def ten_million(args, seeds) -> None:
     coll = make_collection(seeds, n, SIGMAS["spread"], args.cache)
     # The points are a read-only memory map: the index uses them in place, without a copy.
     build_s, index = timed(build_index, coll.ids, coll.points, coll.labels)
-    exact = IndexMethod("exact (default)", index)
-    ivf_s, ivf_index = timed(build_index, coll.ids, coll.points, coll.labels, kind="ivf", nlist=args.nlist)
-    ivf = IndexMethod("ivf", ivf_index)
-    print(f"\n### n = 10,000,000, spread; exact build {build_s:.1f} s; ivf build {ivf_s:.1f} s ({args.queries} queries)")
+    exact = IndexMethod(f"exact (default: {_head_dims(index)} dimensions as codes, {_threads(index)})", index)
+    variants = [IndexMethod(f"exact, {dims} dimensions as codes, {_threads(index)}",
+                            build_index(coll.ids, coll.points, coll.labels, head_dims=dims)) for dims in args.head_dims]
+    print(f"\n### n = 10,000,000, spread; exact build {build_s:.1f} s ({args.queries} queries)")
     print("| method | page 1 median / p95 ms | recall@30 vs exact (mean, worst) | bytes/vector |\n|---|---|---|---|")
     rows = np.random.default_rng(1).integers(0, coll.raw_queries.shape[0], args.queries)
-    compare([exact], coll, rows[:3], 1, args.per_page)
-    print(f"| {exact.name} | {stats_ms(compare([exact], coll, rows, 1, args.per_page)[exact.name])} | 1 | {index_bytes(index):.0f} |")
+    compare([exact, *variants], coll, rows[:3], 1, args.per_page)
+    times = compare([exact, *variants], coll, rows, 1, args.per_page)
+    for m in (exact, *variants):
+        print(f"| {m.name} | {stats_ms(times[m.name])} | 1 | {index_bytes(m.index):.0f} |")
+    if not args.nprobes:
+        return
+    ivf_s, ivf_index = timed(build_index, coll.ids, coll.points, coll.labels, kind="ivf", nlist=args.nlist)
+    ivf = IndexMethod("ivf", ivf_index)
     ix = ivf_index
     base_bytes = sum(a.nbytes for a in (ix._ids, ix._points, ix._labels, ix._sorted_ids, ix._order)) / len(ix)
     ivf_bytes = base_bytes + ix._engine.index.sa_code_size() + 8  # faiss: code + id per vector
@@ -201,7 +229,7 @@ def ten_million(args, seeds) -> None:
             times.append(t)
             hits.append(len(set(want.tolist()) & set(got.tolist())) / len(want))
         print(
-            f"| ivf nlist={args.nlist} nprobe={nprobe} (approx.) | {stats_ms(times)} | "
+            f"| ivf nlist={args.nlist} nprobe={nprobe} (approx., built in {ivf_s:.0f} s) | {stats_ms(times)} | "
             f"{np.mean(hits):.4f}, {min(hits):.2f} | {ivf_bytes:.0f} |",
             flush=True,
         )
@@ -220,7 +248,7 @@ def main() -> None:
     parser.add_argument("--ten-million", action="store_true", help="also compare exact and faiss IVF at 10M (~6 GB RAM)")
     parser.add_argument("--only-ten-million", action="store_true")
     parser.add_argument("--nlist", type=int, default=4096)
-    parser.add_argument("--nprobes", default="16,64,256", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--nprobes", default="16,64,256", type=lambda s: [int(x) for x in s.split(",") if x])
     args = parser.parse_args()
     seeds = coco_dev_vectors(args.cache, args.weights_dir)
     warm_up()

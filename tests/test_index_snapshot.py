@@ -42,6 +42,27 @@ def test_round_trip_keeps_pages_meta_and_pending_changes(tmp_path: Path, kind: s
     _same_pages(changed.with_changes([5], np.zeros((1, DIM)), remove_ids=[10]), later, queries)
 
 
+def test_a_snapshot_with_another_number_of_codes_loads_exact_and_compacts_to_the_default(tmp_path: Path):
+    # An upgrade that changes HEAD_DIMS must not break the snapshot a running service saved.
+    rng = np.random.default_rng(3)
+    ids, points = np.arange(1, 2001), rng.random((2000, DIM)) ** 4
+    older = build_index(ids, points, head_dims=24)
+    del older.options["head_dims"]  # as the former default built it: the service passes no head_dims
+    save_snapshot(older, tmp_path / "s", {"position": 1})
+    loaded, _ = load_snapshot(tmp_path / "s")
+    assert loaded._engine.blocks.shape[1] == 24
+    queries = rng.random((5, DIM))
+    _same_pages(build_index(ids, points), loaded, queries)
+    # Changes and the compaction that folds them in (or the next save) use the new default.
+    changed = loaded.with_changes([5000], np.full((1, DIM), 0.3), remove_ids=[7])
+    keep = ids != 7
+    expected = build_index(np.append(ids[keep], 5000), np.vstack([points[keep], np.full((1, DIM), 0.3)]))
+    _same_pages(expected, changed, queries)
+    compacted = changed.compacted()
+    assert compacted._engine.blocks.shape[1] == expected._engine.blocks.shape[1] != 24
+    _same_pages(expected, compacted, queries)
+
+
 def test_loading_maps_the_big_arrays_read_only(tmp_path: Path):
     index, queries = _index()
     save_snapshot(index, tmp_path, {})

@@ -16,7 +16,7 @@ column j, ``err_j = max_i |h_ij - ĥ_ij|``, is measured at build time. For a que
 and ``|v·(h - ĥ)| <= Σ_j |v_j| err_j``: the scan knows |h - v|² to within ``radius`` (that term,
 the float32 accumulation error and the rounding of the stored |h|²).
 
-**Scan** (``kernels.scan_blocks``). It reads HEAD_DIMS + 8 bytes per image (32 of the 324 of
+**Scan** (``kernels.scan_blocks``). It reads HEAD_DIMS + 8 bytes per image (48 of the 324 of
 a float32 point) and bounds each distance from below; only an image whose bound can reach the
 page gets its distance computed from its float32 point (within ``kernels.exact_slack``). On the
 1M-photo scale collection that is well under 1% of the images (bench/query.py). The k-th
@@ -43,10 +43,13 @@ _BUILD_CHUNK = 262_144
 # Codes are stored in blocks of BLOCK rows, column-major inside a block ([block, dim, row]),
 # so the scan multiplies contiguous runs of one column (vectorised) and streams memory once.
 BLOCK = 256
-# Rotated dimensions kept as codes; the rest is one norm per image. On the 1M-photo scale
-# collection 24 of 81 hold two thirds of the variance; 16, 24, 32 and 40 answered page 1 in
-# 3.7, 4.0, 4.1 and 4.5 ms and a min_similarity query in 16.8, 13.2, 11.0 and 9.8 ms.
-HEAD_DIMS = 24
+# Rotated dimensions kept as codes; the rest is one norm per image. More codes cost bytes
+# but tighten the bound, so fewer rows need their exact distance: the slow queries get
+# faster. bench/query.py, less clustered data, methods in random order per query, medians the
+# same within noise: at 1M, p95 of page 1 for 24, 32, 40 and 48 codes 7.5, 5.6, 4.7 and 4.3 ms
+# (page 5: 12.1, 8.3, 6.2, 5.7); at 10M, 24 against 40 codes 22.7 / 66.2 against
+# 24.7 / 39.8 ms (median / p95). A min_similarity query also gains (13.2 -> 9.8 ms at 1M).
+HEAD_DIMS = 40
 # Below this many blocks per chunk a second thread costs more than it saves.
 MIN_BLOCKS_PER_THREAD = 512
 
@@ -61,9 +64,10 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def default_threads() -> int:
-    """Two where there are two cores: on this 2-core machine a split 1M scan answers in 5.7
-    instead of 6.4 ms (bench/query.py, less clustered data). Collections below MIN_BLOCKS_PER_THREAD blocks per
-    thread are not split, and concurrent queries share one pool, so threads never multiply."""
+    """Two where there are two cores: on this 2-core machine a split 1M scan answers page 1 in
+    3.5 instead of 5.4 ms (p95 7.5 against 12.2; bench/query.py, less clustered data).
+    Collections below MIN_BLOCKS_PER_THREAD blocks per thread are not split, and concurrent
+    queries share one pool, so threads never multiply."""
     return max(1, min(2, os.cpu_count() or 1))
 
 
