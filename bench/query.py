@@ -203,8 +203,10 @@ def ten_million(args, seeds) -> None:
     # The points are a read-only memory map: the index uses them in place, without a copy.
     build_s, index = timed(build_index, coll.ids, coll.points, coll.labels)
     exact = IndexMethod(f"exact (default: {_head_dims(index)} dimensions as codes, {_threads(index)})", index)
-    variants = [IndexMethod(f"exact, {dims} dimensions as codes, {_threads(index)}",
-                            build_index(coll.ids, coll.points, coll.labels, head_dims=dims)) for dims in args.head_dims]
+    variants = []
+    for dims in args.head_dims:
+        variant = build_index(coll.ids, coll.points, coll.labels, head_dims=dims)
+        variants.append(IndexMethod(f"exact, {dims} dimensions as codes, {_threads(variant)}", variant))
     print(f"\n### n = 10,000,000, spread; exact build {build_s:.1f} s ({args.queries} queries)")
     print("| method | page 1 median / p95 ms | recall@30 vs exact (mean, worst) | bytes/vector |\n|---|---|---|---|")
     rows = np.random.default_rng(1).integers(0, coll.raw_queries.shape[0], args.queries)

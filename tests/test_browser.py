@@ -39,6 +39,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 GALLERY_SIZE = 60
+# Waits until the page shows the photo ``name`` as its query.
+TITLE_IS = "name => document.querySelector('#query-title').textContent === name"
 UPLOAD_INDEX = 103  # a coco_dev photo of a horse, people and a car, not in the gallery
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
 DOCS_SCREENSHOT_MAX_BYTES = 500 * 1024
@@ -160,6 +162,11 @@ def shot(page, artifacts: Path, name: str, full_page: bool = False) -> Path:
     return path
 
 
+def home_names(page) -> list[str]:
+    """The photos of the home grid, in order."""
+    return page.eval_on_selector_all("#home-grid a", "links => links.map(a => a.dataset.name)")
+
+
 def query_of(page) -> str | None:
     from urllib.parse import parse_qs, urlparse
 
@@ -192,7 +199,7 @@ def test_discovery_journey(server: Server, page, artifacts: Path) -> None:
     tiles = page.locator("#home-grid li")
     assert tiles.count() == 30
     page.wait_for_function(IMAGES_LOADED, arg=["#home-grid img", 18])
-    names = page.eval_on_selector_all("#home-grid a", "links => links.map(a => a.dataset.name)")
+    names = home_names(page)
     assert set(names) <= gallery_names and len(set(names)) == 30
     assert all(page.eval_on_selector_all("#home-grid img", "imgs => imgs.map(i => i.alt.length > 0)"))
     shot(page, artifacts, "01-home")
@@ -210,7 +217,7 @@ def test_discovery_journey(server: Server, page, artifacts: Path) -> None:
     with page.expect_file_chooser() as chooser:
         page.get_by_role("button", name="Upload a photo").click()
     chooser.value.set_files(str(server.upload_photo))
-    page.wait_for_function("name => document.querySelector('#query-title').textContent === name",
+    page.wait_for_function(TITLE_IS,
                            arg=server.upload_photo.name)
     wait_for_results(page, 30)
     assert query_of(page) == server.upload_photo.name
@@ -246,7 +253,7 @@ def test_discovery_journey(server: Server, page, artifacts: Path) -> None:
     clicked_name = clicked.get_attribute("data-name")
     clicked.click()
     page.wait_for_url(f"**/?q={clicked_name}")
-    page.wait_for_function("name => document.querySelector('#query-title').textContent === name", arg=clicked_name)
+    page.wait_for_function(TITLE_IS, arg=clicked_name)
     wait_for_results(page, 30)
     first_page = page.eval_on_selector_all("#results a", "links => links.map(a => a.dataset.name)")
     assert len(first_page) == 30 and clicked_name not in first_page
@@ -263,15 +270,15 @@ def test_discovery_journey(server: Server, page, artifacts: Path) -> None:
 
     # 6. Back returns to the previous query, forward to the next one.
     page.go_back()
-    page.wait_for_function("name => document.querySelector('#query-title').textContent === name",
+    page.wait_for_function(TITLE_IS,
                            arg=server.upload_photo.name)
     assert query_of(page) == server.upload_photo.name
     wait_for_results(page, 30)
     shot(page, artifacts, "06-back")
     page.go_back()
-    page.wait_for_function("name => document.querySelector('#query-title').textContent === name", arg=first_query)
+    page.wait_for_function(TITLE_IS, arg=first_query)
     page.go_forward()
-    page.wait_for_function("name => document.querySelector('#query-title').textContent === name",
+    page.wait_for_function(TITLE_IS,
                            arg=server.upload_photo.name)
 
 
@@ -327,7 +334,7 @@ def test_dropping_a_photo_already_in_the_collection_shows_it(server: Server, pag
         }""",
         [photo.name, base64.b64encode(photo.read_bytes()).decode()],
     )
-    page.wait_for_function("name => document.querySelector('#query-title').textContent === name", arg=photo.name)
+    page.wait_for_function(TITLE_IS, arg=photo.name)
     assert "already in the collection" in page.locator("#notice").inner_text()
     assert query_of(page) == photo.name
     assert page.locator("#drop-overlay").is_hidden()
@@ -363,7 +370,7 @@ def test_keyboard_users_can_open_a_photo(server: Server, page) -> None:
     focused = page.evaluate("() => document.activeElement.dataset.name || ''")
     assert focused, page.evaluate("() => document.activeElement.outerHTML.slice(0, 120)")
     page.keyboard.press("Enter")
-    page.wait_for_function("name => document.querySelector('#query-title').textContent === name", arg=focused)
+    page.wait_for_function(TITLE_IS, arg=focused)
 
 
 def test_the_page_waits_for_a_server_that_is_still_loading(browser, tmp_path: Path, weights_dir: Path,
@@ -436,7 +443,7 @@ def test_an_upload_that_reaches_a_worker_still_loading_is_sent_again(browser, tm
         with page.expect_file_chooser() as chooser:
             page.locator("#dropzone").click()
         chooser.value.set_files(str(photo))
-        page.wait_for_function("name => document.querySelector('#query-title').textContent === name",
+        page.wait_for_function(TITLE_IS,
                                arg=photo.name, timeout=30_000)
         wait_for_results(page, 3)
         assert sent_to_loading == ["/upload_file", "/upload_file"]

@@ -26,7 +26,7 @@ import pytest
 import test_browser
 from conftest import REPO_ROOT, free_port, get_json, stop_process_group
 from recommender.config import Settings
-from test_browser import UPLOAD_INDEX, query_of, shot, wait_for_results
+from test_browser import TITLE_IS, UPLOAD_INDEX, home_names, query_of, shot, wait_for_results
 
 # The browser fixtures of test_browser.py (same Chromium, flags and JavaScript-error check).
 artifacts, browser, page = test_browser.artifacts, test_browser.browser, test_browser.page
@@ -44,7 +44,6 @@ SETTINGS = (
 )
 START_TIMEOUT = 300
 WEB_WORKERS = Settings.from_env({}).web_workers  # what the README's command starts
-TITLE_IS = "name => document.querySelector('#query-title').textContent === name"
 
 
 @dataclass
@@ -176,10 +175,6 @@ def broken_images(page, selector: str) -> list[str]:
         image.scroll_into_view_if_needed()
         page.wait_for_function("img => img.complete", arg=image.element_handle())
     return page.eval_on_selector_all(selector, "imgs => imgs.filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
-
-
-def home_names(page) -> list[str]:
-    return page.eval_on_selector_all("#home-grid a", "links => links.map(a => a.dataset.name)")
 
 
 def show_query(page, name: str) -> None:

@@ -22,7 +22,7 @@ from recommender.detection import SPECS, WeightsMissingError, create_detector, r
 from recommender.detection.yolov5 import YoloV5Detector
 from recommender.images import CorruptImageError, NotAnImageError
 from recommender.service import DISPLAY_THRESHOLD, InvalidRequest, NotFound, Recommender
-from recommender.service.collection import one_builder
+from recommender.service.collection import build_lock, one_builder
 from recommender.service.errors import SetupError
 from recommender.storage import MediaStore, Repository, create_database_engine, upgrade
 from recommender.vectors import detector_ranking
@@ -347,7 +347,7 @@ def test_processes_starting_together_build_the_index_once_and_the_others_map_it(
             writer.ingest.file(path)
     shutil.rmtree(settings.snapshot_dir, ignore_errors=True)
     starting = [_build(settings, yolo, yolo_alt) for _ in range(2)]  # two web workers, cold
-    lock = settings.snapshot_dir / f"{DEFAULT}.{settings.index}.build-lock"
+    lock = build_lock(settings.snapshot_dir / f"{DEFAULT}.{settings.index}")
     caplog.set_level(logging.INFO, logger="recommender.service.collection")
     try:
         # Both queue behind a build in progress (held here), as workers do behind the first one.

@@ -77,6 +77,11 @@ def _transformed(ranking: Ranking, raw: np.ndarray, chunk: int = 32_768) -> np.n
     return points
 
 
+def build_lock(folder: Path) -> Path:
+    """The lock file ``one_builder`` takes for the snapshot folder ``folder``."""
+    return folder.with_name(f"{folder.name}.build-lock")
+
+
 @contextmanager
 def one_builder(lock_file: Path | None, wait: float = BUILD_WAIT_SECONDS) -> Iterator[bool]:
     """Held by one process at a time (an ``flock``); yields whether another one held it first.
@@ -263,7 +268,7 @@ class LiveCollection:
         snapshot, how = self._load_saved(detector, ranking, position), "mapped from its snapshot"
         if snapshot is None:
             folder = self._folder(detector)
-            with one_builder(None if folder is None else folder.with_name(f"{folder.name}.build-lock")) as waited:
+            with one_builder(None if folder is None else build_lock(folder)) as waited:
                 if waited:  # another process built one meanwhile: map it
                     position = self._repository.feed_head()
                     snapshot = self._load_saved(detector, ranking, position)
